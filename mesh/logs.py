@@ -43,9 +43,15 @@ def setup_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
     root.setLevel(level.upper())
     # py-libp2p turns propagation off on import; we want its records in our logs,
     # but only its warnings: its info level narrates every stream.
+    align_libp2p_logging()
+
+
+def align_libp2p_logging() -> None:
+    """Route libp2p's records into ours, at WARNING or above (call again after ``import libp2p``,
+    which resets its logger)."""
     lp = logging.getLogger("libp2p")
     lp.propagate = True
-    lp.setLevel(logging.WARNING)
+    lp.setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 class RateLimitedLog:

@@ -40,7 +40,7 @@ from .control import CONTROL_PROTOCOL, ControlError, ControlRequest, ControlResp
 from .core import CancelTimer, Emit, Persist, Send, SetTimer
 from .disk import Disk
 from .identity import Identity
-from .logs import RateLimitedLog
+from .logs import RateLimitedLog, align_libp2p_logging
 from .node import Node, UnknownProtocol
 from .wire import Codec, WireError
 
@@ -96,6 +96,7 @@ class PeerDaemon:
         self._badlog = RateLimitedLog(log)
         self._lock_fd: int | None = None
         self.started = trio.Event()
+        self.metrics: Any = None
         self.stopping = False
         self.counters: dict[str, int] = {
             "frames_in": 0,
@@ -130,7 +131,7 @@ class PeerDaemon:
     # -- running ---------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        from .transport import Libp2pTransport  # libp2p is heavy: import only in the daemon
+        from .transport import Libp2pTransport, request_protocol  # libp2p is heavy: import only here
 
         data_dir = self.config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -143,9 +144,10 @@ class PeerDaemon:
                 list(self.config.listen),
                 bootstrap=list(self.config.bootstrap),
             )
+            align_libp2p_logging()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.transport.run)
-                self.transport.set_request_handler(CONTROL_PROTOCOL, self._handle_control)
+                self.transport.set_request_handler(request_protocol(CONTROL_PROTOCOL), self._handle_control)
                 addrs = self.transport.listen_addrs()
                 seeds = [a.rsplit("/p2p/", 1)[1] for a in self.config.bootstrap]
                 for a in self.config.bootstrap:
@@ -161,6 +163,7 @@ class PeerDaemon:
                 )
                 self.node = self.node_factory(ctx)
                 self._apply(self.now(), self.node.start(self.now()))
+                self._start_metrics()
                 self._write_run_file(addrs)
                 log.info("peer %s listening on %s (region %s)", self.peer_id, ", ".join(addrs), self.config.region)
                 nursery.start_soon(self._receive_loop)
@@ -169,6 +172,8 @@ class PeerDaemon:
                 self.started.set()
                 task_status.started(self)
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()
             self._remove_run_file()
             if self.disk is not None:
                 self.disk.close()
@@ -342,6 +347,25 @@ class PeerDaemon:
             out.update({f"disk.{k}": v for k, v in self.disk.statistics().items()})
         return out
 
+    def health(self) -> dict[str, Any]:
+        state = "stopping" if self.stopping else ("ok" if self.started.is_set() else "starting")
+        return {"status": state, "peer_id": self.peer_id, "region": self.config.region}
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics_listen:
+            return
+        from .metrics import MetricsServer
+
+        self.metrics = MetricsServer(self.config.metrics_listen, self.statistics, self.health,
+                                     {"peer": self.peer_id[-8:], "region": self.config.region})
+        try:
+            port = self.metrics.start()
+        except OSError as exc:
+            self.metrics = None
+            raise DaemonError(f"metrics endpoint {self.config.metrics_listen}: {exc.strerror}; "
+                              f"set peer.metrics_listen to a free port or \"\"") from None
+        log.info("metrics on http://%s:%d/metrics", self.metrics.host, port)
+
     # -- data dir --------------------------------------------------------
 
     def _take_lock(self, data_dir: Path) -> None:
@@ -365,7 +389,9 @@ class PeerDaemon:
         path = self._run_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"peer_id": self.peer_id, "addrs": addrs, "pid": os.getpid(), "region": self.config.region}))
+        info = {"peer_id": self.peer_id, "addrs": addrs, "pid": os.getpid(), "region": self.config.region,
+                "metrics": f"http://{self.metrics.host}:{self.metrics.port}" if self.metrics else ""}
+        tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
 
     def _remove_run_file(self) -> None:

@@ -1,0 +1,109 @@
+"""The CLI's side of the control protocol: find a peer, call a method, return the result.
+
+Which peer: ``--peer MULTIADDR`` (any peer of the mesh), else ``$ARCNET_PEER``,
+else the local peer recorded in ``DATA_DIR/run/peer.json`` by a running
+``arcnet-peer``. The client has its own key (``client.key`` in the CLI's
+config directory, created on first use, 0600), so peers see a stable,
+authenticated client id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from arcnet.mesh.config import default_data_dir
+from arcnet.mesh.control import CONTROL_PROTOCOL, ControlError, parse_response, request
+from arcnet.mesh.identity import Identity
+from arcnet.mesh.logs import align_libp2p_logging
+from arcnet.mesh.wire import Codec
+
+__all__ = ["CliError", "Unreachable", "call", "client_identity", "resolve_peer"]
+
+
+class CliError(Exception):
+    """An error for the person at the terminal: one line, and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Unreachable(CliError):
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=3)
+
+
+def client_key_path() -> Path:
+    env = os.environ.get("ARCNET_CLIENT_KEY")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".config"
+    return base / "arcnet" / "client.key"
+
+
+def client_identity() -> Identity:
+    return Identity.load_or_create(client_key_path())
+
+
+def resolve_peer(peer: str | None, data_dir: str | None = None) -> str:
+    if peer:
+        return peer
+    env = os.environ.get("ARCNET_PEER")
+    if env:
+        return env
+    run = Path(data_dir) if data_dir else default_data_dir()
+    info = run / "run" / "peer.json"
+    try:
+        addrs = json.loads(info.read_text())["addrs"]
+        if addrs:
+            return addrs[0]
+    except (OSError, ValueError, KeyError):
+        pass
+    raise CliError(
+        f"no peer to talk to: pass --peer MULTIADDR, set ARCNET_PEER, or start arcnet-peer on {run}", exit_code=2
+    )
+
+
+async def call_async(peer: str, method: str, args: dict[str, Any] | None = None, *, timeout_s: float = 10.0,
+                     identity: Identity | None = None) -> dict[str, Any]:
+    from arcnet.mesh.transport import Libp2pTransport, TransportError, request_protocol
+
+    if "/p2p/" not in peer:
+        raise CliError(f"peer address {peer!r} must be a full multiaddr ending in /p2p/<peer id>", exit_code=2)
+    ident = identity or client_identity()
+    codec = Codec()
+    nonce = secrets.randbits(63)
+    transport = Libp2pTransport(ident, ["/ip4/127.0.0.1/tcp/0"])
+    align_libp2p_logging()
+    outcome: list = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        try:
+            with trio.fail_after(timeout_s + 5):
+                outcome.append(await transport.request(peer, request_protocol(CONTROL_PROTOCOL),
+                                                       request(method, args, nonce, codec), timeout_s=timeout_s))
+        except (TransportError, trio.TooSlowError, OSError) as exc:
+            outcome.append(Unreachable(f"cannot reach peer {peer}: {exc}"))
+        finally:
+            nursery.cancel_scope.cancel()
+    if not outcome:
+        raise Unreachable(f"cannot reach peer {peer}: no reply")
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    data = outcome[0]
+    try:
+        return parse_response(data, nonce, codec)
+    except ControlError as exc:
+        raise CliError(f"peer refused {method}: {exc} [{exc.code}]", exit_code=1) from None
+
+
+def call(peer: str, method: str, args: dict[str, Any] | None = None, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Blocking call for CLI commands."""
+    return trio.run(lambda: call_async(peer, method, args, timeout_s=timeout_s))
