@@ -36,9 +36,18 @@ Hardening against the library's defaults, each one seen in 0.8.1:
   the only muxer.
 * ``ConnectionConfig(max_connections_per_peer=1)``: with the default of 3,
   every dial waits out a 250 ms "happy eyeballs" delay.
-* No auto-connector (``min_connections = low_watermark = 0``): membership, not
-  libp2p, decides whom to dial. No retries inside libp2p's dialer
+* No auto-connector: membership, not libp2p, decides whom to dial. Zero
+  watermarks are not enough (it dials toward the midpoint of low and high
+  watermark, and the high one also drives pruning), so its ``start`` is
+  replaced and it never runs. No retries inside libp2p's dialer
   (``max_retries=0``): the callers here back off themselves.
+* TCP listen addresses only: libp2p builds a QUIC or WebSocket transport from
+  the listen addresses it is given, each with its own security.
+* libp2p listens with SO_REUSEPORT, so a second peer on a taken port starts
+  "fine" and shares it, the kernel splitting connections between the two; a
+  fixed port is probed first and refused if taken.
+* A yamux read that the remote's reset wakes leaves an event entry behind for
+  the connection's lifetime; finished streams' entries are removed here.
 * A failed dial puts the peer in libp2p's 60 s negative cache; every dial here
   lifts that first (``Swarm.unblock_peer``), or a peer that restarted could
   not be reached for a minute.
@@ -369,9 +378,10 @@ _COUNTERS = (
 class Libp2pTransport:
     """Frames and requests between peers over libp2p (TCP, Noise, yamux).
 
-    Construct, then run :meth:`run` in a nursery (``await nursery.start(t.run)``);
-    everything else needs the transport running, except
-    :meth:`set_request_handler`, :meth:`add_address` and :meth:`statistics`.
+    Construct, then run :meth:`run` in a nursery (``await nursery.start(t.run)``).
+    :meth:`connect` and :meth:`request` raise, and :meth:`send_nowait`
+    returns False, unless it is running; handlers, addresses and callbacks
+    may be set before. After it stops, :meth:`receive` raises TransportError.
     A transport runs once; make a new one to run again.
 
     Knobs (units in the names; defaults sized for a ~1,000-site mesh where a
@@ -798,7 +808,7 @@ class Libp2pTransport:
                     payload_bytes = size - FRAME_HEADER_BYTES * len(batch)
                     box.bytes -= payload_bytes
                     data = b"".join(encode_frame(f) for f in batch)
-                    sent = False
+                    sent = unreachable = False
                     # Two tries: on the current stream, then on a fresh one (the remote may
                     # have closed an idle stream, or reset one after a bad frame).
                     for _ in range(2):
@@ -810,6 +820,7 @@ class Libp2pTransport:
                                 stream = await self._open_stream(peer_id, MSG_PROTOCOL)
                             except TransportError as exc:
                                 self._log.log(logging.INFO, "send", "send to %s: %s", _short(peer_id), exc)
+                                unreachable = True
                                 break
                             out = _OutStream(stream)
                             watchers.start_soon(self._watch_out_stream, peer_id, out)
@@ -829,6 +840,12 @@ class Libp2pTransport:
                         failures = 0
                     else:
                         self._stats["frames_dropped_failed"] += len(batch)
+                        if unreachable:
+                            # Whatever else is queued would be stale by the time the peer
+                            # is back; drop it now rather than hold it through the backoff.
+                            self._stats["frames_dropped_failed"] += len(box.frames)
+                            box.frames.clear()
+                            box.bytes = 0
                         failures += 1
                         delay = min(_BACKOFF_MIN_S * 2 ** (failures - 1), _BACKOFF_MAX_S)
                         await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
