@@ -6,9 +6,10 @@ hand (for instance while editing ``kernels.c``)::
 
     python native/build_kernels.py      # writes native/_kernels.*.so
 
-Compiler flags: -O3 lets GCC vectorise the conversion loops;
--ffp-contract=off forbids fused multiply-add, so every result is rounded
-exactly as NumPy rounds it. The GIL: in API mode cffi releases it around
+Compiler flags: -O3 lets GCC vectorise the loops; -ffp-contract=off
+forbids fused multiply-add, so every result is rounded exactly as NumPy
+rounds it; -fno-trapping-math lets selects become vector blends (nothing
+reads the FP exception flags). The GIL: in API mode cffi releases it around
 every call to a function declared in ``CDEF`` (the kernels touch no Python
 object); ``tests/test_kernels.py`` checks that two threads are inside the
 kernels at once. No -march: the extension must run on any x86-64
@@ -42,7 +43,7 @@ with open(os.path.join(HERE, "kernels.c"), encoding="utf-8") as f:
 ffibuilder.set_source(
     "arcnet.native._kernels",
     _SOURCE,
-    extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11"],
+    extra_compile_args=["-O3", "-ffp-contract=off", "-fno-trapping-math", "-std=gnu11"],
     libraries=["m"],
 )
 

@@ -17,7 +17,9 @@
  * the tests prove that two threads ran kernels at the same time.
  *
  * Floating point: compiled with -ffp-contract=off (no fused multiply-add,
- * so results equal NumPy's separately rounded operations). The fp16 subnormal
+ * so results equal NumPy's separately rounded operations) and
+ * -fno-trapping-math (FP exception flags are not observed; this lets the
+ * compiler turn the conversion loops' selects into vector blends). The fp16 subnormal
  * path uses one float addition and so needs round-to-nearest; the kernel
  * switches the calling thread's rounding mode to it for the duration of the
  * call if someone changed it (the mode is per thread).
@@ -26,6 +28,16 @@
 #include <fenv.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Hot loops are compiled twice, for AVX2 and for the baseline, and the
+ * loader picks one per machine (GCC's target_clones, through a glibc ifunc).
+ * Results are the same bit for bit: the kernels use only exact integer ops
+ * and correctly rounded IEEE float ops, and contraction is off. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__) && !defined(ARC_NO_CLONES)
+#define ARC_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define ARC_HOT
+#endif
 
 #define ARC_OK 0
 #define ARC_EINVAL -1
@@ -80,6 +92,7 @@ static inline float arc_float(uint32_t u)
 
 /* -- normalisation -------------------------------------------------------- */
 
+ARC_HOT
 int arc_normalize_f32(const float *x, float *out, int64_t rows, int64_t cols,
                       const float *mean, const float *std)
 {
@@ -107,12 +120,11 @@ static inline int32_t arc_key(float f)
 {
     uint32_t u = arc_bits(f);
     uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u)
-        return INT32_MAX; /* NaN */
-    if (a == 0)
-        return 0; /* -0.0 == +0.0 */
-    int32_t i = (int32_t)u;
-    return i >= 0 ? i : (int32_t)(u ^ 0x7fffffffu);
+    /* negative floats: flip the magnitude bits so larger magnitude is smaller */
+    int32_t k = (int32_t)(u & 0x80000000u ? u ^ 0x7fffffffu : u);
+    k = a == 0 ? 0 : k;                    /* -0.0 == +0.0 */
+    k = a > 0x7f800000u ? INT32_MAX : k;   /* NaN */
+    return k;
 }
 
 /* a beats b: larger key, or equal key and smaller index */
@@ -121,6 +133,46 @@ static inline int arc_beats(int32_t ka, int64_t ia, int32_t kb, int64_t ib)
     return ka > kb || (ka == kb && ia < ib);
 }
 
+/* Four keys at once with GCC/Clang vector extensions (SSE2 on x86-64, NEON
+ * on Arm): SSE2 has no 32-bit integer max, so the compiler does not
+ * vectorise the scalar loop by itself. Same result as arc_key, lane by lane. */
+typedef int32_t arc_v4i __attribute__((vector_size(16)));
+typedef uint32_t arc_v4u __attribute__((vector_size(16)));
+
+static inline arc_v4i arc_key4(const float *p)
+{
+    arc_v4u u;
+    memcpy(&u, p, sizeof u);
+    arc_v4i mag = (arc_v4i)(u & 0x7fffffffu);
+    arc_v4i neg = (arc_v4i)u < 0;                          /* -1 where the sign is set */
+    arc_v4i k = (arc_v4i)(u ^ ((arc_v4u)neg & 0x7fffffffu));
+    k &= ~(mag == 0);                                      /* -0.0 == +0.0 */
+    arc_v4i nan = mag > 0x7f800000;
+    return (k & ~nan) | (nan & INT32_MAX);
+}
+
+static inline int arc_any4(arc_v4i m)
+{
+    return (m[0] | m[1] | m[2] | m[3]) != 0;
+}
+
+typedef float arc_v4f __attribute__((vector_size(16)));
+
+static inline arc_v4f arc_load4f(const float *p)
+{
+    arc_v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* lane-wise: b where b > a, else a (NaN never wins; the caller tracks it) */
+static inline arc_v4f arc_max4f(arc_v4f a, arc_v4f b)
+{
+    arc_v4i gt = b > a;
+    return (arc_v4f)(((arc_v4i)b & gt) | ((arc_v4i)a & ~gt));
+}
+
+ARC_HOT
 int arc_argmax_f32(const float *x, int64_t rows, int64_t cols, int64_t *idx)
 {
     if (rows < 0 || cols < 1)
@@ -129,12 +181,57 @@ int arc_argmax_f32(const float *x, int64_t rows, int64_t cols, int64_t *idx)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
         int64_t best = 0;
-        int32_t kbest = arc_key(xr[0]);
-        for (int64_t c = 1; c < cols; c++) {
-            int32_t k = arc_key(xr[c]);
-            if (k > kbest) {
-                kbest = k;
-                best = c;
+        if (cols >= 16) {
+            /* pass 1, on floats (cheaper than keys), sixteen lanes at a time
+             * in four independent chains: the largest non-NaN value, and
+             * whether a NaN was seen. -0.0 and +0.0 compare equal, so which
+             * one a lane keeps is moot. */
+            arc_v4f m0 = arc_load4f(xr), m1 = arc_load4f(xr + 4);
+            arc_v4f m2 = arc_load4f(xr + 8), m3 = arc_load4f(xr + 12);
+            arc_v4i nan = (m0 != m0) | (m1 != m1) | (m2 != m2) | (m3 != m3);
+            int64_t c = 16;
+            for (; c + 16 <= cols; c += 16) {
+                arc_v4f v0 = arc_load4f(xr + c), v1 = arc_load4f(xr + c + 4);
+                arc_v4f v2 = arc_load4f(xr + c + 8), v3 = arc_load4f(xr + c + 12);
+                nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3);
+                m0 = arc_max4f(m0, v0);
+                m1 = arc_max4f(m1, v1);
+                m2 = arc_max4f(m2, v2);
+                m3 = arc_max4f(m3, v3);
+            }
+            arc_v4f mv = arc_max4f(arc_max4f(m0, m1), arc_max4f(m2, m3));
+            float m = mv[0];
+            for (int j = 1; j < 4; j++)
+                m = mv[j] > m || m != m ? mv[j] : m;
+            int any_nan = arc_any4(nan);
+            for (; c < cols; c++) {
+                any_nan |= xr[c] != xr[c];
+                m = xr[c] > m || m != m ? xr[c] : m;
+            }
+            /* pass 2: the first NaN if there is one, else the first maximum */
+            if (any_nan) {
+                for (; best + 4 <= cols; best += 4) {
+                    arc_v4f v = arc_load4f(xr + best);
+                    if (arc_any4(v != v))
+                        break;
+                }
+                while (xr[best] == xr[best])
+                    best++;
+            } else {
+                for (; best + 4 <= cols; best += 4)
+                    if (arc_any4(arc_load4f(xr + best) == m))
+                        break;
+                while (xr[best] != m)
+                    best++;
+            }
+        } else {
+            int32_t kbest = arc_key(xr[0]);
+            for (int64_t c = 1; c < cols; c++) {
+                int32_t k = arc_key(xr[c]);
+                if (k > kbest) {
+                    kbest = k;
+                    best = c;
+                }
             }
         }
         idx[r] = best;
@@ -163,6 +260,7 @@ static void arc_sift_down(const float *xr, int64_t *heap, int64_t n, int64_t i)
     }
 }
 
+ARC_HOT
 int arc_topk_f32(const float *x, int64_t rows, int64_t cols, int64_t k,
                  int64_t *idx, float *val)
 {
@@ -182,13 +280,20 @@ int arc_topk_f32(const float *x, int64_t rows, int64_t cols, int64_t k,
         /* the rest, in column order: a later column with an equal key loses
          * to the kept one, so "ties to the lower index" holds */
         int32_t kroot = arc_key(xr[heap[0]]);
-        for (int64_t c = k; c < cols; c++) {
+        int64_t c = k;
+        while (c < cols) {
+            /* most columns lose to the root: skip four at a time */
+            if (c + 4 <= cols && !arc_any4(arc_key4(xr + c) > kroot)) {
+                c += 4;
+                continue;
+            }
             int32_t kc = arc_key(xr[c]);
             if (kc > kroot) {
                 heap[0] = c;
                 arc_sift_down(xr, heap, k, 0);
                 kroot = arc_key(xr[heap[0]]);
             }
+            c++;
         }
         /* heap sort: pop the worst to the back, best ends up first */
         for (int64_t n = k - 1; n > 0; n--) {
@@ -244,6 +349,7 @@ static inline uint32_t arc_f16_to_f32_1(uint16_t h16)
     return sign | f;
 }
 
+ARC_HOT
 void arc_f32_to_f16(const uint32_t *x, uint16_t *out, int64_t n)
 {
     int mode = fegetround();
@@ -257,6 +363,7 @@ void arc_f32_to_f16(const uint32_t *x, uint16_t *out, int64_t n)
         fesetround(mode);
 }
 
+ARC_HOT
 void arc_f16_to_f32(const uint16_t *h, uint32_t *out, int64_t n)
 {
     arc_enter();
@@ -272,6 +379,7 @@ void arc_f16_to_f32(const uint16_t *h, uint32_t *out, int64_t n)
  * Widening is a shift: exact, NaN payload kept.
  */
 
+ARC_HOT
 void arc_f32_to_bf16(const uint32_t *x, uint16_t *out, int64_t n)
 {
     arc_enter();
@@ -284,6 +392,7 @@ void arc_f32_to_bf16(const uint32_t *x, uint16_t *out, int64_t n)
     arc_leave();
 }
 
+ARC_HOT
 void arc_bf16_to_f32(const uint16_t *b, uint32_t *out, int64_t n)
 {
     arc_enter();
