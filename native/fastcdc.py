@@ -177,13 +177,20 @@ class _Scanner:
         self._h = np.empty(size, dtype=np.uint64)
         self._tmp = np.empty(size, dtype=np.uint64)
 
-    def first_hit(self, lo: int, hi: int, mask: int) -> int:
-        """Least p in [lo, hi) with H(p) & mask == 0, else -1 (needs lo >= 63)."""
+    def first_hit(self, lo: int, hi: int, mask: int, block: int) -> int:
+        """Least p in [lo, hi) with H(p) & mask == 0, else -1 (needs lo >= 63).
+
+        Blocks start at ``block`` bytes and double up to 64 KiB: a hit
+        expected early costs a small block, a long scan few NumPy calls.
+        """
         m = np.uint64(mask)
         arr, idx, h, tmp = self.arr, self._idx, self._h, self._tmp
         ctx = WINDOW_BYTES - 1
-        for b0 in range(lo, hi, _BLOCK_BYTES):
-            b1 = min(hi, b0 + _BLOCK_BYTES)
+        b0 = lo
+        block = max(256, min(block, _BLOCK_BYTES))
+        while b0 < hi:
+            b1 = min(hi, b0 + block)
+            block = min(2 * block, _BLOCK_BYTES)
             n = b1 - b0 + ctx
             ii, hh = idx[:n], h[:n]
             ii[...] = arr[b0 - ctx : b1]
@@ -197,6 +204,7 @@ class _Scanner:
             hit = np.flatnonzero(tmp[: n - ctx] == 0)
             if hit.size:
                 return b0 + int(hit[0])
+            b0 = b1
         return -1
 
 
@@ -219,9 +227,9 @@ def cut_points_fallback(data: Any, params: Params, eof: bool = True) -> list[int
             end = min(r, hi_p)
             normal = min(params.avg_size, end)
             # min >= 64: every checked window lies inside the chunk
-            p = scan.first_hit(start + lo_p - 1, start + normal - 1, mask_s)
+            p = scan.first_hit(start + lo_p - 1, start + normal - 1, mask_s, normal - lo_p)
             if p < 0:
-                p = scan.first_hit(start + normal - 1, start + end - 1, mask_l)
+                p = scan.first_hit(start + normal - 1, start + end - 1, mask_l, 1 << max(8, params.bits - 2))
             length = end if p < 0 else p - start + 1
         start += length
         cuts.append(start)
