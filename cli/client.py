@@ -23,7 +23,7 @@ from arcnet.mesh.identity import Identity
 from arcnet.mesh.logs import align_libp2p_logging
 from arcnet.mesh.wire import Codec
 
-__all__ = ["CliError", "Unreachable", "call", "client_identity", "resolve_peer"]
+__all__ = ["CliError", "Client", "Unreachable", "call", "client_identity", "resolve_peer"]
 
 
 class CliError(Exception):
@@ -102,6 +102,49 @@ async def call_async(peer: str, method: str, args: dict[str, Any] | None = None,
         return parse_response(data, nonce, codec)
     except ControlError as exc:
         raise CliError(f"peer refused {method}: {exc} [{exc.code}]", exit_code=1) from None
+
+
+class Client:
+    """A long-lived control client (one libp2p host) for many calls: tests, the demo.
+
+    ``async with Client() as c: await c.call(addr, "peers")``
+    """
+
+    def __init__(self, identity: Identity | None = None, timeout_s: float = 10.0):
+        self.identity = identity or client_identity()
+        self.timeout_s = timeout_s
+        self.codec = Codec()
+
+    async def __aenter__(self) -> "Client":
+        from arcnet.mesh.transport import Libp2pTransport
+
+        self._transport = Libp2pTransport(self.identity, ["/ip4/127.0.0.1/tcp/0"])
+        align_libp2p_logging()
+        self._cm = trio.open_nursery()
+        self._nursery = await self._cm.__aenter__()
+        await self._nursery.start(self._transport.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._nursery.cancel_scope.cancel()
+        await self._cm.__aexit__(None, None, None)
+
+    async def call(self, peer: str, method: str, args: dict[str, Any] | None = None, *,
+                   timeout_s: float | None = None) -> dict[str, Any]:
+        from arcnet.mesh.transport import TransportError, request_protocol
+
+        t = timeout_s or self.timeout_s
+        nonce = secrets.randbits(63)
+        try:
+            with trio.fail_after(t + 5):
+                data = await self._transport.request(peer, request_protocol(CONTROL_PROTOCOL),
+                                                     request(method, args, nonce, self.codec), timeout_s=t)
+        except (TransportError, trio.TooSlowError, OSError) as exc:
+            raise Unreachable(f"cannot reach peer {peer}: {exc}") from None
+        try:
+            return parse_response(data, nonce, self.codec)
+        except ControlError as exc:
+            raise CliError(f"peer refused {method}: {exc} [{exc.code}]", exit_code=1) from None
 
 
 def call(peer: str, method: str, args: dict[str, Any] | None = None, *, timeout_s: float = 10.0) -> dict[str, Any]:

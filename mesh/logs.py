@@ -52,6 +52,9 @@ def align_libp2p_logging() -> None:
     lp = logging.getLogger("libp2p")
     lp.propagate = True
     lp.setLevel(max(logging.WARNING, logging.getLogger().level))
+    # every failed dial is logged at ERROR by libp2p's TCP transport; our transport
+    # already reports unreachable peers (rate-limited), so keep only its criticals
+    logging.getLogger("libp2p.transport.tcp.tcp").setLevel(logging.CRITICAL)
 
 
 class RateLimitedLog:

@@ -44,9 +44,11 @@ from .logs import RateLimitedLog, align_libp2p_logging
 from .node import Node, UnknownProtocol
 from .wire import Codec, WireError
 
-__all__ = ["PeerDaemon", "PeerContext", "DaemonError"]
+__all__ = ["PeerDaemon", "PeerContext", "DaemonError", "Service"]
 
 log = logging.getLogger("arcnet.peer")
+
+STOP_GRACE_S = 10.0  # bound on the graceful part of a stop (leave, hand off, flush)
 
 ControlMethod = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -68,8 +70,36 @@ class PeerContext:
     now: float = 0.0
 
 
+class Service:
+    """Daemon-side I/O work beside the cores (job runner, blob server, audit log...).
+
+    ``attach`` runs once the transport and node exist: register control
+    methods, request handlers and event handlers there. ``run`` is started in
+    the daemon's nursery and runs until the peer stops; ``close`` runs on the
+    way out (flush, fsync). ``statistics`` feeds the metrics endpoint.
+    """
+
+    name = "service"
+
+    def attach(self, daemon: "PeerDaemon") -> None:
+        pass
+
+    async def run(self, daemon: "PeerDaemon") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def statistics(self) -> dict[str, float]:
+        return {}
+
+
 class PeerDaemon:
-    """One running peer. ``await PeerDaemon(cfg, ident, factory).run()``."""
+    """One running peer. ``await PeerDaemon(cfg, ident, factory).run()``.
+
+    ``node_factory(ctx)`` returns the peer's :class:`Node`, or a pair
+    ``(node, services)``.
+    """
 
     def __init__(
         self,
@@ -97,6 +127,9 @@ class PeerDaemon:
         self._lock_fd: int | None = None
         self.started = trio.Event()
         self.metrics: Any = None
+        self._stop_requested = trio.Event()
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.services: list[Service] = []
         self.stopping = False
         self.counters: dict[str, int] = {
             "frames_in": 0,
@@ -161,7 +194,10 @@ class PeerDaemon:
                     seeds=seeds,
                     now=self.now(),
                 )
-                self.node = self.node_factory(ctx)
+                built = self.node_factory(ctx)
+                self.node, self.services = built if isinstance(built, tuple) else (built, [])
+                for svc in self.services:
+                    svc.attach(self)
                 self._apply(self.now(), self.node.start(self.now()))
                 self._start_metrics()
                 self._write_run_file(addrs)
@@ -169,9 +205,16 @@ class PeerDaemon:
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._signal_loop, nursery.cancel_scope)
+                for svc in self.services:
+                    nursery.start_soon(svc.run, self)
                 self.started.set()
                 task_status.started(self)
         finally:
+            for svc in reversed(self.services):
+                try:
+                    svc.close()
+                except Exception:
+                    log.exception("service %s failed to close", svc.name)
             if self.metrics is not None:
                 self.metrics.stop()
             self._remove_run_file()
@@ -181,23 +224,33 @@ class PeerDaemon:
             log.info("peer %s stopped", self.peer_id)
 
     def stop(self) -> None:
-        """Ask the peer to stop (as SIGTERM does)."""
-        self.stopping = True
-        self._stop_scope_cancel()
+        """Ask the peer to stop (as SIGTERM does): graceful steps first, then cancel."""
+        self._stop_requested.set()
 
-    def _stop_scope_cancel(self) -> None:
-        scope = getattr(self, "_scope", None)
-        if scope is not None:
-            scope.cancel()
+    def on_stop(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``await fn()`` when a graceful stop begins (bounded by STOP_GRACE_S in all)."""
+        self._stop_hooks.append(fn)
 
     async def _signal_loop(self, scope: trio.CancelScope) -> None:
-        self._scope = scope
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                self.stopping = True
-                scope.cancel()
-                return
+        async def signals_task() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    self._stop_requested.set()
+                    return
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(signals_task)
+            await self._stop_requested.wait()
+            inner.cancel_scope.cancel()
+        self.stopping = True
+        with trio.move_on_after(STOP_GRACE_S):
+            for fn in self._stop_hooks:
+                try:
+                    await fn()
+                except Exception:
+                    log.exception("stop step failed")
+        scope.cancel()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -287,7 +340,7 @@ class PeerDaemon:
             elif t is Emit:
                 self.counters["events"] += 1
                 log.debug("event %s %s", e.kind, e.data)
-                for fn in self._event_handlers.get(e.kind, ()) + self._event_handlers.get("*", []):
+                for fn in self._event_handlers.get(e.kind, []) + self._event_handlers.get("*", []):
                     try:
                         fn(now, e)
                     except Exception:
@@ -345,6 +398,8 @@ class PeerDaemon:
             out.update({f"transport.{k}": v for k, v in self.transport.statistics().items()})
         if self.disk is not None:
             out.update({f"disk.{k}": v for k, v in self.disk.statistics().items()})
+        for svc in self.services:
+            out.update({f"{svc.name}.{k}": v for k, v in svc.statistics().items()})
         return out
 
     def health(self) -> dict[str, Any]:

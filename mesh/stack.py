@@ -1,19 +1,137 @@
-"""What a daemon peer runs: the node factory that assembles this peer's cores.
+"""What a daemon peer runs: the assembly of this peer's cores and services.
 
 The same cores run in the simulator (``arcnet.sims``) with other wiring; this
-is the daemon's wiring: it takes the :class:`~arcnet.mesh.peer.PeerContext`
-(identity, config, persisted records, address, bootstrap peers) and returns
-a :class:`~arcnet.mesh.node.Node`.
+is the daemon's wiring. :func:`build_node` takes the
+:class:`~arcnet.mesh.peer.PeerContext` (identity, config, persisted records,
+address, bootstrap peers) and returns the peer's :class:`~arcnet.mesh.node.Node`
+and the daemon-side services beside it.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from arcnet import __version__
+from arcnet.gossip.stack import GossipConfig, build_gossip_node, gossip_of
+
 from .node import Node
-from .peer import PeerContext
+from .peer import PeerContext, PeerDaemon, Service
 
-__all__ = ["build_node"]
+__all__ = ["GossipService", "build_node", "gossip_config"]
+
+log = logging.getLogger("arcnet.peer")
 
 
-def build_node(ctx: PeerContext) -> Node:
-    cores: dict = {}
-    return Node(ctx.identity.peer_id, cores)
+def gossip_config(knobs: dict[str, Any]) -> GossipConfig:
+    """GossipConfig from the config file's ``[gossip]`` table (``membership_probe_interval_s = 0.5``...)."""
+    from arcnet.mesh.config import ConfigError
+
+    cfg = GossipConfig()
+    for key, value in knobs.items():
+        part, _, name = key.partition("_")
+        target = getattr(cfg, part, None)
+        if target is None or not hasattr(target, name):
+            raise ConfigError(f"gossip.{key}: unknown knob (expected membership_*, state_* or leader_* fields)")
+        current = getattr(target, name)
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and isinstance(value, (int, float)):
+            value = type(current)(value)
+        elif type(value) is not type(current):
+            raise ConfigError(f"gossip.{key}: expected {type(current).__name__}, got {type(value).__name__}")
+        object.__setattr__(target, name, value)
+    return cfg
+
+
+class GossipService(Service):
+    """Control methods over the gossip view: ``peers`` and ``status``; leave on stop."""
+
+    name = "gossip"
+
+    def __init__(self, node: Node, ctx: PeerContext, sampler: Any = None):
+        self.node = node
+        self.ctx = ctx
+        self.sampler = sampler
+        self.g = gossip_of(node)
+
+    def attach(self, daemon: PeerDaemon) -> None:
+        self.daemon = daemon
+        daemon.register_control("peers", self._peers)
+        daemon.register_control("status", self._status)
+        daemon.on_stop(self._leave)
+        daemon.on_event("member.alive", self._log_member)
+        daemon.on_event("member.dead", self._log_member)
+        daemon.on_event("leader.changed", self._log_leader)
+
+    def _log_member(self, now: float, ev: Any) -> None:
+        d = ev.data
+        log.info("%s %s (region %s, incarnation %s)", ev.kind, d.get("peer", "?")[-8:], d.get("region", "?"),
+                 d.get("incarnation", "?"))
+
+    def _log_leader(self, now: float, ev: Any) -> None:
+        d = ev.data
+        log.info("leader of %s is now %s (epoch %s)", d.get("region"), (d.get("leader") or "none")[-8:], d.get("epoch"))
+
+    async def _leave(self) -> None:
+        import trio
+
+        now = self.daemon.now()
+        effects = self.node._wrap("swim", now, self.g.members.leave(now), 0)
+        self.daemon._apply(now, effects)
+        await trio.sleep(0.2)  # let the leave announcement go out before the transport stops
+
+    async def _peers(self, client: str, args: dict[str, Any]) -> dict[str, Any]:
+        g = self.g
+        me = self.ctx.identity.peer_id
+        peers = [me] + sorted(set(g.members.members) - {me})
+        members = []
+        for p in peers:
+            m = g.members.member(p) or {}
+            st = g.view.get(p) or {}
+            members.append({
+                "peer_id": p,
+                "state": m.get("status", "unknown"),
+                "incarnation": m.get("incarnation", 0),
+                "region": m.get("region", ""),
+                "addr": m.get("addr", ""),
+                "draining": bool(st.get("draining", False)),
+                "self": p == me,
+            })
+        leaders = {r: g.leader_of(r) or "" for r in sorted(set([self.ctx.config.region] + list(g.members.regions())))}
+        return {"self": me, "members": members, "leaders": leaders}
+
+    async def _status(self, client: str, args: dict[str, Any]) -> dict[str, Any]:
+        g = self.g
+        me = self.ctx.identity.peer_id
+        st = g.view.get(me) or {}
+        return {
+            "peer_id": me,
+            "version": __version__,
+            "region": self.ctx.config.region,
+            "roles": list(self.ctx.config.roles),
+            "leader": g.leader_of(self.ctx.config.region) or "",
+            "members_alive": len(g.members.alive_peers()) + 1,
+            "state": st,
+            "statistics": {k: v for k, v in self.daemon.statistics().items() if isinstance(v, (int, float))},
+        }
+
+
+def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
+    cfg = ctx.config
+    sampler = None
+    if cfg.energy_source:
+        from .samplers import sampler_from_source  # type: ignore[attr-defined]
+
+        sampler = sampler_from_source(cfg.energy_source)
+    node = build_gossip_node(
+        ctx.identity,
+        rng=ctx.rng,
+        region=cfg.region,
+        config=gossip_config(cfg.gossip),
+        lat=cfg.latitude,
+        lon=cfg.longitude,
+        addr=ctx.address,
+        seeds=ctx.seeds,
+        sampler=sampler,
+        disk=ctx.records,
+    )
+    return node, [GossipService(node, ctx, sampler)]
