@@ -38,6 +38,14 @@ class Node:
         self._listeners = [(name, core) for name, core in self.cores.items() if hasattr(core, "on_event")]
         self.messages_unrouted = 0
 
+    def add_core(self, name: str, core: Any) -> None:
+        """Add a core after construction (one that needs a read handle on the others)."""
+        if name in self.cores:
+            raise ValueError(f"core name {name!r} is taken")
+        self.cores[name] = core
+        if hasattr(core, "on_event"):
+            self._listeners.append((name, core))
+
     def start(self, now: float) -> list[Effect]:
         """Call every core's ``start(now)`` (if it has one): first timers, first sends."""
         out: list[Effect] = []

@@ -122,6 +122,9 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
         from .samplers import sampler_from_source  # type: ignore[attr-defined]
 
         sampler = sampler_from_source(cfg.energy_source)
+    from arcnet.blobstore.service import BlobService  # the store, bulk server and fetches of this peer
+
+    blobs = BlobService(ctx)
     node = build_gossip_node(
         ctx.identity,
         rng=ctx.rng,
@@ -131,7 +134,28 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
         lon=cfg.longitude,
         addr=ctx.address,
         seeds=ctx.seeds,
-        sampler=sampler,
+        sampler=blobs.sampler(sampler),  # the state's "artifacts" reading: what this peer holds
         disk=ctx.records,
     )
-    return node, [GossipService(node, ctx, sampler)]
+    node.blobs = blobs  # type: ignore[attr-defined]  # other services: blobs_of(node) or node.blobs
+    placement = _placement_core(node, ctx)
+    node.add_core("place", placement)
+    from .jobs import JobService
+
+    jobs = JobService(node, ctx, placement, blobs)
+    from arcnet.audit.service import AuditService  # trio-side; the audit package itself is sans-trio
+
+    # the audit log first: services close in reverse order, so it records to the end
+    return node, [AuditService(node, ctx), GossipService(node, ctx, sampler), blobs, jobs]
+
+
+def _placement_core(node: Node, ctx: PeerContext) -> Any:
+    """Broker, executor and custodian of this peer, reading the gossip view."""
+    import random
+
+    from arcnet.placement.core import PlacementCore
+    from arcnet.placement.gossip_view import GossipClusterView
+
+    me = ctx.identity.peer_id
+    view = GossipClusterView(me, gossip_of(node))
+    return PlacementCore(me, view, random.Random(ctx.rng.getrandbits(64)), records=ctx.records)
