@@ -44,7 +44,8 @@ keys:
 
 The :class:`Report` lists problems in order, and names the first bad entry
 (log, seq) and why. One job's bundle stitches the entries of several logs
-(its intake peer, custodians and executor): selection by job id is the
+(its intake peer, custodians and executor; :func:`stitch_bundles` joins the
+parts that those peers export of their own logs): selection by job id is the
 exporter's; a verifier can check that every entry shown is genuine and in
 its log, not that no entry was left out (no log commits to an index by job).
 
@@ -80,6 +81,7 @@ __all__ = [
     "bundle_checkpoints",
     "export_bundle",
     "load_trust",
+    "stitch_bundles",
     "verify_bundle",
 ]
 
@@ -300,13 +302,87 @@ def export_bundle(
     }
     data = msgpack.packb(bundle, use_bin_type=True)
     if out is not None:
-        path = Path(out)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_atomic(out, data)
+    return data
+
+
+def _write_atomic(out: str | os.PathLike[str], data: bytes) -> None:
+    path = Path(out)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def stitch_bundles(
+    parts: Sequence[bytes], out: str | os.PathLike[str] | None = None, *, views: bool = True
+) -> bytes:
+    """One bundle from several bundles of the same job (or several whole-range
+    bundles), each exported by the peer that owns its logs.
+
+    This is how one job's bundle gathers the logs of its intake peer,
+    custodians and executor when no single machine holds them all: each peer
+    exports its own part (:func:`export_bundle` with ``job``, usually without
+    views), and the stitcher joins the parts' logs, manifest rows and trust
+    roots, and builds the job's views over every part's entries. Nothing is
+    re-signed or re-proved: each log record is copied as its owner made it,
+    so the result verifies exactly when every part does. The caller decides
+    which parts to trust (the peer stitching one job verifies each part
+    against the key of the peer that sent it before calling this).
+    ExportError for parts that cannot be joined (not bundles, different jobs,
+    the same log twice).
+    """
+    if not parts:
+        raise ExportError("nothing to stitch: give at least one bundle")
+    job: Any = False  # not yet known (None is a valid value: whole-range bundles)
+    out_logs: list[dict[str, Any]] = []
+    man_logs: list[dict[str, Any]] = []
+    trust: set[str] = set()
+    origins: set[str] = set()
+    job_entries: list[tuple[str, Entry]] = []
+    for n, data in enumerate(parts):
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0, use_list=True)
+            if obj["format"] != BUNDLE_FORMAT:
+                raise ValueError(obj["format"])
+            part_job = obj["manifest"]["job"]
+            logs, rows = obj["logs"], obj["manifest"]["logs"]
+            if len(logs) != len(rows):
+                raise ValueError("manifest rows")
+        except Exception as exc:  # msgpack and shape errors alike: not a bundle
+            raise ExportError(f"part {n}: not an audit bundle ({type(exc).__name__})") from None
+        if job is False:
+            job = part_job
+        elif part_job != job:
+            raise ExportError(f"part {n}: a bundle of job {part_job!r}, not {job!r}")
+        for lg, row in zip(logs, rows):
+            if lg["origin"] in origins:
+                raise ExportError(f"part {n}: log {lg['origin']} is already in the bundle")
+            origins.add(lg["origin"])
+            out_logs.append(lg)
+            man_logs.append(row)
+            if job is not None:
+                for raw in lg["entries"]:
+                    try:
+                        job_entries.append((lg["origin"], decode_entry(raw)))
+                    except EntryError as exc:
+                        raise ExportError(f"part {n}: log {lg['origin']}: {exc}") from None
+        trust.update(obj["trust"])
+    if len(out_logs) > LOGS_MAX:
+        raise ExportError(f"at most {LOGS_MAX} logs per bundle")
+    view_texts = build_views(job, job_entries) if (job is not None and views) else {}
+    bundle = {
+        "format": BUNDLE_FORMAT,
+        "logs": out_logs,
+        "manifest": {"job": job, "logs": man_logs, "views": sorted(view_texts)},
+        "trust": sorted(trust),
+        "views": dict(sorted(view_texts.items())),
+    }
+    data = msgpack.packb(bundle, use_bin_type=True)
+    if out is not None:
+        _write_atomic(out, data)
     return data
 
 

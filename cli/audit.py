@@ -1,17 +1,34 @@
 """``arcnet audit``: export a signed audit bundle, verify one offline.
 
+    arcnet audit export [--peer MULTIADDR | --data-dir DIR] [--since PREVIOUS]
+                        [--job ID [--with-peer PEER_ID ...]] [--no-views] -o BUNDLE
     arcnet audit export --log-dir DIR [--log-dir DIR ...] [--key KEYFILE ...]
                         [--since PREVIOUS] [--job ID] [--no-views] -o BUNDLE
     arcnet audit verify BUNDLE --trust KEYS [--min-cosignatures N] [--json]
+    arcnet audit trust [--peer MULTIADDR | --data-dir DIR] [--members] [-o KEYS]
     arcnet audit vkey --key KEYFILE [--witness]
 
-``export`` reads log directories directly (a running peer's included: the
-files are append-only and a reader stops at the last whole record). Given the
-log owner's key file and the log not open elsewhere, it first signs a fresh
-checkpoint so that the bundle covers every entry; otherwise it exports up to
-the log's latest checkpoint. ``--since`` takes the previous bundle (or a
-checkpoint note file): only newer entries are exported, with a consistency
-proof. Later the command will ask the local daemon instead.
+``export`` asks a running peer (``--peer``, else ``$ARCNET_PEER``, else the
+local peer of ``--data-dir``) for a bundle of its log at a freshly signed and
+witnessed checkpoint (control method ``audit.export``). With ``--job`` the
+peer stitches the job's entries from the logs of every peer that took part
+(intake peer, custodians, executors; ``--with-peer`` adds more) into one
+bundle. A bundle too large for a control reply is written by the peer to
+``--peer-path`` on its own machine (for a peer on this machine, to ``-o``
+directly).
+
+With ``--log-dir`` it reads log directories instead, offline (a running
+peer's included: the files are append-only and a reader stops at the last
+whole record). Given the log owner's key file and the log not open
+elsewhere, it first signs a fresh checkpoint so that the bundle covers every
+entry; otherwise it exports up to the log's latest checkpoint.
+
+Either way ``--since`` takes the previous bundle (or a checkpoint note file):
+only newer entries are exported, with a consistency proof from it.
+
+``trust`` prints trust-file lines for a peer's log and witness keys (the
+verifier keys, read from the peer); with ``--members``, for every member of
+the mesh that peer knows (derived from their peer ids, which embed the keys).
 
 ``verify`` needs nothing but the bundle and a trust file: one key per line, as
 a vkey (``arcnet audit vkey`` prints them), a peer id, or 64 hex digits;
@@ -29,9 +46,10 @@ import click
 
 from ..audit import bundle as _bundle
 from ..audit.log import META_FILE, AuditLog, AuditLogError, default_origin
-from ..audit.note import ED25519, Checkpoint, NoteError, Signer, Verifier
-from ..audit.witness import witness_signer
-from ..mesh.identity import Identity, IdentityError
+from ..audit.note import COSIGNATURE_V1, ED25519, Checkpoint, NoteError, Signer, Verifier
+from ..audit.witness import witness_name, witness_signer
+from ..mesh.identity import Identity, IdentityError, public_key_of
+from .client import CliError, call, resolve_peer
 
 __all__ = ["audit"]
 
@@ -91,26 +109,50 @@ def _open_log(directory: str, identities: dict[str, Identity]) -> tuple[AuditLog
         raise click.ClickException(str(exc)) from None
 
 
+_peer_option = click.option("--peer", "peer", metavar="MULTIADDR", help="Any peer of the mesh (default: $ARCNET_PEER or the local peer).")
+_data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), help="Peer data directory (default: XDG data dir).")
+EXPORT_TIMEOUT_S = 120.0  # a fresh checkpoint, a witness round, and for a job the other peers' parts
+
+
+def _is_local(addr: str) -> bool:
+    return addr.startswith(("/ip4/127.", "/ip6/::1/", "/dns4/localhost/", "/dns/localhost/"))
+
+
 @audit.command("export")
-@click.option("--log-dir", "log_dirs", multiple=True, required=True, type=click.Path(exists=True, file_okay=False), help="An audit log directory (repeat for several peers' logs).")
-@click.option("--key", "key_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="A log owner's key file: sign a fresh checkpoint first (repeatable).")
+@_peer_option
+@_data_dir_option
+@click.option("--log-dir", "log_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="Read this audit log directory offline instead of asking a peer (repeat for several logs).")
+@click.option("--key", "key_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="With --log-dir: a log owner's key file, to sign a fresh checkpoint first (repeatable).")
 @click.option("--since", "since", multiple=True, type=click.Path(exists=True, dir_okay=False), help="The previous bundle or a checkpoint note: export only what is newer.")
 @click.option("--job", default=None, help="Only this job's entries, with inclusion proofs and its SLSA/PROV views.")
+@click.option("--with-peer", "with_peers", multiple=True, metavar="PEER_ID", help="With --job: also ask this peer for its entries of the job (repeatable).")
 @click.option("--views/--no-views", default=True, help="Include SLSA provenance and PROV-JSON views (with --job).")
-@click.option("--witness", "witness_vkeys", multiple=True, help="vkey of a cosigner whose key is not in its name.")
+@click.option("--witness", "witness_vkeys", multiple=True, help="With --log-dir: vkey of a cosigner whose key is not in its name.")
+@click.option("--peer-path", default=None, help="Where the peer writes a bundle too large for a reply (a path on its machine).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def export_cmd(
+    peer: str | None,
+    data_dir: str | None,
     log_dirs: tuple[str, ...],
     key_files: tuple[str, ...],
     since: tuple[str, ...],
     job: str | None,
+    with_peers: tuple[str, ...],
     views: bool,
     witness_vkeys: tuple[str, ...],
+    peer_path: str | None,
     output: str,
     as_json: bool,
 ) -> None:
-    """Write a self-contained, verifiable bundle of one or more logs."""
+    """Write a self-contained, verifiable bundle: from a peer, or offline from log directories."""
+    if not log_dirs:
+        if key_files or witness_vkeys:
+            raise click.UsageError("--key and --witness go with --log-dir")
+        _export_from_peer(peer, data_dir, since, job, with_peers, views, peer_path, output, as_json)
+        return
+    if peer or with_peers or peer_path:
+        raise click.UsageError("--log-dir reads logs offline: drop --peer, --with-peer and --peer-path")
     identities: dict[str, Identity] = {}
     for kf in key_files:
         try:
@@ -153,6 +195,59 @@ def export_cmd(
     con.print(f"[bold]wrote[/bold] {output} ({len(data):,} bytes)" + (f" for job [bold]{job}[/bold]" if job else ""))
     for row in summary["logs"]:
         con.print(f"  {row['origin']}  size {row['size']:,}  ({row['checkpoint']})")
+
+
+def _export_from_peer(
+    peer: str | None,
+    data_dir: str | None,
+    since: tuple[str, ...],
+    job: str | None,
+    with_peers: tuple[str, ...],
+    views: bool,
+    peer_path: str | None,
+    output: str,
+    as_json: bool,
+) -> None:
+    try:
+        target = resolve_peer(peer, data_dir)
+    except CliError as exc:
+        raise click.ClickException(str(exc)) from None
+    args: dict = {"since": _read_since(since), "views": views}
+    if job:
+        args["job"] = job
+    if with_peers:
+        args["peers"] = list(with_peers)
+    if peer_path:
+        args["path"] = peer_path
+    out = Path(output)
+
+    def ask(a: dict) -> dict:
+        try:
+            return call(target, "audit.export", a, timeout_s=EXPORT_TIMEOUT_S)
+        except CliError as exc:
+            if "over the" in str(exc) and "path" not in a and _is_local(target):
+                # a peer on this machine writes a large bundle straight to -o
+                return ask(dict(a, path=str(out.resolve())))
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    res = ask(args)
+    if "bundle" in res:
+        _bundle._write_atomic(out, res["bundle"])
+        where = output
+    else:
+        where = res.get("path", "?")
+    summary = {"bundle": where, "bytes": res.get("bytes"), "job": res.get("job"), "logs": res.get("logs", []),
+               "unreachable": res.get("unreachable", {}), "peer": target}
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    con = _console()
+    con.print(f"[bold]wrote[/bold] {where} ({summary['bytes']:,} bytes)" + (f" for job [bold]{job}[/bold]" if job else ""))
+    for origin in summary["logs"]:
+        con.print(f"  {origin}")
+    for p, why in sorted(summary["unreachable"].items()):
+        con.print(f"  [yellow]missing[/yellow] the part of {p}: {why}", markup=True)
 
 
 # ---------------------------------------------------------------------------
@@ -236,3 +331,42 @@ def vkey_cmd(key_file: str, witness: bool, origin: str | None) -> None:
     else:
         signer = Signer(origin or default_origin(ident.peer_id), ident, ED25519)
     click.echo(signer.verifier.vkey())
+
+
+@audit.command("trust")
+@_peer_option
+@_data_dir_option
+@click.option("--members", is_flag=True, help="Every member the peer knows, not just the peer itself.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Write the trust file here (default: print).")
+def trust_cmd(peer: str | None, data_dir: str | None, members: bool, output: str | None) -> None:
+    """Print trust-file lines (log and witness vkeys) of a peer, or of every member it knows.
+
+    Check them out of band (compare peer ids with the operators) before you
+    rely on a verification: a trust file is only as good as where it came from.
+    """
+    try:
+        target = resolve_peer(peer, data_dir)
+        keys = call(target, "audit.keys")
+        ids = [keys["peer_id"]]
+        if members:
+            res = call(target, "peers")
+            ids += sorted(m["peer_id"] for m in res["members"] if m["peer_id"] != keys["peer_id"])
+    except CliError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    lines = [f"# from {target}"]
+    for pid in ids:
+        try:
+            pk = public_key_of(pid)
+        except IdentityError:
+            continue
+        log_v = Verifier(default_origin(pid), pk, ED25519).vkey()
+        if pid == keys["peer_id"] and log_v != keys["log_vkey"]:
+            raise click.ClickException(f"{target}: its log key does not match its peer id")
+        lines.append(log_v)
+        lines.append(Verifier(witness_name(pid), pk, COSIGNATURE_V1).vkey())
+    text = "\n".join(lines) + "\n"
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)

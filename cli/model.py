@@ -21,7 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .client import CliError
+from .client import CliError, call
 
 __all__ = ["model"]
 
@@ -34,6 +34,22 @@ def _dirs(data_dir: str | None, model_dir: str | None) -> tuple[Path, Path]:
 
     dd = Path(data_dir) if data_dir else default_data_dir()
     return dd, Path(model_dir) if model_dir else dd / "models"
+
+
+def _mesh_target(peer: str | None, data_dir: str | None, model_dir: str | None) -> str | None:
+    """The peer to talk to in mesh mode, or None for the local model directory."""
+    import os
+
+    from .client import resolve_peer
+
+    if peer or os.environ.get("ARCNET_PEER"):
+        return resolve_peer(peer, data_dir)
+    if model_dir is None:
+        try:
+            return resolve_peer(None, data_dir)
+        except CliError:
+            return None
+    return None
 
 
 def _emit(obj: Any, as_json: bool, render) -> None:
@@ -96,9 +112,28 @@ def model() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Peer data directory (default: XDG data dir).")
 @click.option("--dir", "model_dir", type=click.Path(file_okay=False), help="Model directory (default: DATA_DIR/models).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False), help="Publisher key (default: DATA_DIR/peer.key).")
+@click.option("--peer", "peer", metavar="MULTIADDR", help="Publish to the mesh through this peer.")
+@click.option("--policy", default="warm", show_default=True, type=click.Choice(["cache", "hot", "warm", "durable"]),
+              help="Replication policy of the model artifact (mesh mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def publish(path, name, version, task, project, parent, scores, profile, data_dir, model_dir, key_path, as_json) -> None:
-    """Sign and store MODEL.onnx with its metadata (signature read from the graph)."""
+def publish(path, name, version, task, project, parent, scores, profile, data_dir, model_dir, key_path, peer, policy,
+            as_json) -> None:
+    """Sign and store MODEL.onnx with its metadata (signature read from the graph).
+
+    With --peer (or $ARCNET_PEER, or a peer running on --data-dir) the model is
+    published to the mesh: stored as an artifact and registered in the mesh's
+    catalog. With --dir, or no peer, it goes to a local model directory.
+    """
+    target = _mesh_target(peer, data_dir, model_dir)
+    if target:
+        data = Path(path).read_bytes()
+        args = {"model": data, "name": name, "version": version, "task": task, "project": project,
+                "parent": parent, "scores": _parse_scores(scores), "policy": policy}
+        res = call(target, "model.publish", args, timeout_s=60)
+        _emit(res, as_json, lambda o: click.echo(
+            f"published {o['name']}@{o['version']} to the mesh\n  model id   {o['model_id']}\n"
+            f"  artifact   {o['artifact']}\n  catalog on {o['catalog_peers']} peers"))
+        return
     from arcnet.mesh.identity import Identity, IdentityError
     from arcnet.runtime.catalog import CatalogError, describe, entry_summary, sign_meta
     from arcnet.runtime.store import ModelDir, content_id
@@ -163,9 +198,28 @@ def publish(path, name, version, task, project, parent, scores, profile, data_di
 @click.option("--task", default=None, help="Only models of this task.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Peer data directory (default: XDG data dir).")
 @click.option("--dir", "model_dir", type=click.Path(file_okay=False), help="Model directory (default: DATA_DIR/models).")
+@click.option("--peer", "peer", metavar="MULTIADDR", help="List the mesh's catalog through this peer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def ls(task, data_dir, model_dir, as_json) -> None:
+def ls(task, data_dir, model_dir, peer, as_json) -> None:
     """List the catalog: every verified entry, and any entry file that failed verification."""
+    target = _mesh_target(peer, data_dir, model_dir)
+    if target:
+        res = call(target, "model.ls", {"task": task} if task else {})
+
+        def render_mesh(o):
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table(title="models in the mesh catalog")
+            for c in ("name", "version", "task", "model id", "artifact", "parent", "publisher"):
+                t.add_column(c)
+            for m in o["models"]:
+                t.add_row(m["name"], m["version"], m["task"], m["model_id"][7:19], m["artifact"][:12],
+                          (m["parent"] or "-")[:19], m["publisher"])
+            Console().print(t)
+
+        _emit(res, as_json, render_mesh)
+        return
     from arcnet.runtime.catalog import Catalog, ModelEntry, entry_summary
     from arcnet.runtime.store import ModelDir
 

@@ -42,21 +42,51 @@ def gossip_config(knobs: dict[str, Any]) -> GossipConfig:
     return cfg
 
 
+class DrainFlag:
+    """Whether this peer is draining (bids on nothing new), published through its state.
+
+    The flag survives restarts (a file in the data dir): a site drained for
+    maintenance stays drained until the operator undrains it.
+    """
+
+    def __init__(self, data_dir: Any):
+        self.path = data_dir / "draining"
+        self.on = self.path.exists()
+
+    def set(self, on: bool) -> None:
+        self.on = on
+        if on:
+            self.path.write_text("drained by the operator; `arcnet undrain` clears this\n")
+        elif self.path.exists():
+            self.path.unlink()
+
+    def wrap(self, inner: Any) -> Any:
+        def sample(now: float) -> dict[str, Any]:
+            out = dict(inner(now)) if inner is not None else {}
+            out["draining"] = self.on
+            return out
+
+        return sample
+
+
 class GossipService(Service):
-    """Control methods over the gossip view: ``peers`` and ``status``; leave on stop."""
+    """Control methods over the gossip view: ``peers``, ``status``, ``drain``, ``undrain``; leave on stop."""
 
     name = "gossip"
 
-    def __init__(self, node: Node, ctx: PeerContext, sampler: Any = None):
+    def __init__(self, node: Node, ctx: PeerContext, sampler: Any = None, drain: DrainFlag | None = None):
         self.node = node
         self.ctx = ctx
         self.sampler = sampler
+        self.drain = drain or DrainFlag(ctx.config.data_dir)
         self.g = gossip_of(node)
 
     def attach(self, daemon: PeerDaemon) -> None:
         self.daemon = daemon
         daemon.register_control("peers", self._peers)
         daemon.register_control("status", self._status)
+        daemon.register_control("drain", self._drain)
+        daemon.register_control("undrain", self._undrain)
         daemon.on_stop(self._leave)
         daemon.on_event("member.alive", self._log_member)
         daemon.on_event("member.dead", self._log_member)
@@ -99,6 +129,16 @@ class GossipService(Service):
         leaders = {r: g.leader_of(r) or "" for r in sorted(set([self.ctx.config.region] + list(g.members.regions())))}
         return {"self": me, "members": members, "leaders": leaders}
 
+    async def _drain(self, client: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.drain.set(True)
+        log.info("draining: no new work will be accepted here (running jobs finish)")
+        return {"peer_id": self.ctx.identity.peer_id, "draining": True}
+
+    async def _undrain(self, client: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.drain.set(False)
+        log.info("undrained: accepting work again")
+        return {"peer_id": self.ctx.identity.peer_id, "draining": False}
+
     async def _status(self, client: str, args: dict[str, Any]) -> dict[str, Any]:
         g = self.g
         me = self.ctx.identity.peer_id
@@ -109,6 +149,7 @@ class GossipService(Service):
             "region": self.ctx.config.region,
             "roles": list(self.ctx.config.roles),
             "leader": g.leader_of(self.ctx.config.region) or "",
+            "draining": self.drain.on,
             "members_alive": len(g.members.alive_peers()) + 1,
             "state": st,
             "statistics": {k: v for k, v in self.daemon.statistics().items() if isinstance(v, (int, float))},
@@ -125,6 +166,7 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
     from arcnet.blobstore.service import BlobService  # the store, bulk server and fetches of this peer
 
     blobs = BlobService(ctx)
+    drain = DrainFlag(cfg.data_dir)
     node = build_gossip_node(
         ctx.identity,
         rng=ctx.rng,
@@ -134,7 +176,7 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
         lon=cfg.longitude,
         addr=ctx.address,
         seeds=ctx.seeds,
-        sampler=blobs.sampler(sampler),  # the state's "artifacts" reading: what this peer holds
+        sampler=drain.wrap(blobs.sampler(sampler)),  # the state's "artifacts" reading: what this peer holds
         disk=ctx.records,
     )
     node.blobs = blobs  # type: ignore[attr-defined]  # other services: blobs_of(node) or node.blobs
@@ -146,7 +188,7 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
     from arcnet.audit.service import AuditService  # trio-side; the audit package itself is sans-trio
 
     # the audit log first: services close in reverse order, so it records to the end
-    return node, [AuditService(node, ctx), GossipService(node, ctx, sampler), blobs, jobs]
+    return node, [AuditService(node, ctx), GossipService(node, ctx, sampler, drain), blobs, jobs]
 
 
 def _placement_core(node: Node, ctx: PeerContext) -> Any:

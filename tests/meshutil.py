@@ -5,19 +5,10 @@ from __future__ import annotations
 import trio
 
 from arcnet.cli.client import CliError, Client
+from arcnet.cli.localmesh import LOCAL_GOSSIP
 
-# Fast gossip for tests: a 3-peer mesh converges in about a second and detects a
-# crash in a few seconds. Knob names are [gossip] keys of config.toml.
-FAST_GOSSIP = {
-    "membership_probe_interval_s": 0.3,
-    "membership_probe_timeout_s": 0.25,
-    "membership_indirect_timeout_s": 0.3,
-    "membership_gossip_interval_s": 0.1,
-    "membership_suspicion_mult": 1.5,
-    "membership_suspicion_max_mult": 3.0,
-    "leader_stable_s": 2.0,
-    "leader_interval_s": 0.5,
-}
+# Fast gossip for tests: the same knobs the demo uses.
+FAST_GOSSIP = LOCAL_GOSSIP
 
 
 async def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "condition"):
