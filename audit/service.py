@@ -549,7 +549,6 @@ class AuditService(Service):
         self._placed: dict[tuple[str, str, int], None] = {}
         self._badlog = RateLimitedLog(log)
         self._next_witness_at = 0.0
-        self._injected: list[Emit] = []  # being injected now (innermost last)
         self.counts = {
             "events_recorded": 0,
             "entries_refused": 0,
@@ -592,7 +591,6 @@ class AuditService(Service):
         self._wlock = trio.Lock()
         self._cplock = trio.Lock()
         daemon.on_event("*", self.observe)
-        self._hear_injected(daemon)
         daemon.register_control("audit.checkpoint", self._ctl_checkpoint)
         daemon.register_control("audit.export", self._ctl_export)
         daemon.register_control("audit.keys", self._ctl_keys)
@@ -653,32 +651,8 @@ class AuditService(Service):
 
     # -- recording ----------------------------------------------------------
 
-    def _hear_injected(self, daemon: PeerDaemon) -> None:
-        """Hear the events services hand to the cores with ``daemon.inject``.
-
-        The runtime reports a finished task (with its run manifest) that way,
-        and the daemon passes injected events to the cores only, not to
-        ``on_event`` handlers. Until it does, this wraps the daemon's
-        ``inject`` (on this instance only); should the daemon start passing
-        them on, the identity check in :meth:`observe` keeps each event from
-        being recorded twice.
-        """
-        inject = daemon.inject
-
-        def inject_and_record(event: Emit) -> None:
-            self.observe(daemon.now(), event)
-            self._injected.append(event)
-            try:
-                inject(event)
-            finally:
-                self._injected.pop()
-
-        daemon.inject = inject_and_record  # type: ignore[method-assign]
-
     def observe(self, now: float, event: Emit) -> None:
         """Record ``event`` if it is one that matters (see :data:`EVENT_MAP`)."""
-        if any(event is e for e in self._injected):
-            return  # recorded on its way in (see _hear_injected)
         mapper = EVENT_MAP.get(event.kind)
         if mapper is None:
             return

@@ -212,6 +212,9 @@ class Demo:
 @click.option("--dir", "root", default="demo-run", show_default=True, type=click.Path(file_okay=False))
 def main(root: str) -> None:
     """Run the narrated demo on a local mesh of real peers."""
+    from arcnet.mesh.logs import setup_logging
+
+    setup_logging("critical")  # the demo narrates; library chatter stays in the peers' logs
     path = Path(root).resolve()
     if path.exists():
         shutil.rmtree(path)

@@ -7,10 +7,9 @@ Every read command takes ``--json``. Errors are one line on stderr; add
 
 Exit codes:
   0  success
-  1  the peer refused or the operation failed
+  1  the peer refused, the operation failed, or ``audit verify`` found a problem
   2  usage or configuration error
   3  peer unreachable
-  4  verification failed (``audit verify``)
   130 interrupted
 """
 
@@ -28,7 +27,7 @@ from arcnet import __version__
 
 from .client import CliError, call, resolve_peer
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_VERIFY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 def emit(obj: Any, as_json: bool, render=None) -> None:

@@ -47,8 +47,25 @@ def main(config_path, data_dir, log_level, log_format, debug) -> None:
             raise
         log.error("%s", exc)
         sys.exit(2)
+    except BaseExceptionGroup as group:  # a start-up error raised inside the daemon's nursery
+        known = _first(group, (ConfigError, IdentityError, DaemonError))
+        if known is None or debug:
+            raise
+        log.error("%s", known)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _first(group: BaseException, types: tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``types`` inside (nested) exception groups."""
+    if isinstance(group, types):
+        return group
+    for exc in getattr(group, "exceptions", ()):
+        found = _first(exc, types)
+        if found is not None:
+            return found
+    return None
 
 
 if __name__ == "__main__":

@@ -244,7 +244,11 @@ class JobService(Service):
             else:
                 raise ControlError("bad_request", f"input {name!r}: expected bytes or 'artifact:<id>'")
         nonce = secrets.token_hex(8)
+        # the catalog entries travel with the job: the executor learns names, versions and
+        # signatures without asking the directory (each entry is verified again there)
+        entries = [entry_to_bytes(e) for e in (self.catalog.by_id(mid) for mid in sorted(models)) if e is not None]
         doc = {"v": 1, "kind": kind, "model": model_id, "params": params, "inputs": input_refs, "models": models,
+               "catalog": entries,
                "project": project, "submitter": client, "gpu_strict": bool(args.get("gpu_strict", False)),
                "nonce": nonce}
         doc_bytes = msgpack.packb(doc, use_bin_type=True)
@@ -331,6 +335,11 @@ class JobService(Service):
             raise JobError("the task names no job document")
         for mid, aid in doc.get("models", {}).items():
             self.model_artifacts[mid] = aid
+        for e in doc.get("catalog", []):
+            entry = entry_from_bytes(e)
+            aid = doc.get("models", {}).get(entry.meta.model_id)
+            if aid:
+                self._remember(e, aid)
         inputs = {name: await self._read(aid) for name, aid in doc.get("inputs", {}).items()}
         job = Job(doc["kind"], doc.get("model", ""), doc.get("params", {}), job_id, doc.get("submitter", ""),
                   bool(doc.get("gpu_strict", False)))

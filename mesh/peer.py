@@ -349,9 +349,13 @@ class PeerDaemon:
             self.disk.apply(pending)  # type: ignore[union-attr]
 
     def inject(self, event: Emit) -> None:
-        """Hand an outside event (a finished job, a control action) to the cores."""
+        """Hand an outside event (a finished job, a control action) to the cores.
+
+        The event is also performed as if a core had emitted it, so event
+        handlers (the audit log, job tracking) hear it, before the cores' reaction.
+        """
         now = self.now()
-        self._apply(now, self.node.on_event(now, event))  # type: ignore[union-attr]
+        self._apply(now, [event] + self.node.on_event(now, event))  # type: ignore[union-attr]
 
     def _learn_address(self, now: float, event: Emit) -> None:
         peer, addr = event.data.get("peer"), event.data.get("addr")
