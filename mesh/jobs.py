@@ -39,7 +39,7 @@ import trio
 
 from arcnet.gossip.stack import gossip_of
 from arcnet.placement.core import PlacementCore, submit_event
-from arcnet.placement.messages import ArtifactRef, Constraints, JobSpec, SpecEnvelope
+from arcnet.placement.messages import ArtifactRef, Constraints, JobSpec, SpecEnvelope, Step
 from arcnet.runtime.catalog import Catalog, CatalogError, describe, entry_from_bytes, entry_to_bytes, sign_meta
 from arcnet.runtime.executor import Executor, ExecutorConfig
 from arcnet.runtime.manifest import RunManifest, rerun
@@ -226,7 +226,14 @@ class JobService(Service):
             raise ControlError("bad_request", "a model is required (name, name@version or model id)")
         for step in (params.get("spec") or {}).get("steps", []) if kind == "workflow" else []:
             ref = step.get("model") if isinstance(step, dict) else None
-            if ref:
+            if ref and str(ref).startswith("task:"):
+                # routed on the executor among every model of that task: ship them all
+                await self.catalog_entries()
+                for e in self.catalog.entries(str(ref)[5:]):
+                    aid = self.model_artifacts.get(e.meta.model_id)
+                    if aid:
+                        models[e.meta.model_id] = aid
+            elif ref:
                 mid, aid = await self.resolve_model(str(ref))
                 models[mid] = aid
         input_refs: dict[str, str] = {}
@@ -258,15 +265,21 @@ class JobService(Service):
         for mid, aid in sorted(models.items()):
             size = (await self.blobs.fetch(aid)).body.total_size
             model_refs.append(ArtifactRef(aid, size))
+        data_refs = [ArtifactRef(doc_aid.hex(), doc_m.body.total_size)] + [
+            ArtifactRef(a, sizes[a]) for a in sorted(set(input_refs.values()))]
         spec = JobSpec(
             job_id, cls, project[:64], client[:64], self.ctx.config.region,
             model_refs,
-            [ArtifactRef(doc_aid.hex(), doc_m.body.total_size)] + [ArtifactRef(a, sizes[a]) for a in sorted(set(input_refs.values()))],
+            data_refs,
             int(args.get("slots", 1)), float(args.get("run_s", 5.0)), float(args.get("deadline_s", 0.0)),
             float(args.get("latency_budget_s", 0.0)),
             Constraints([str(r) for r in args.get("regions", [])], [str(c) for c in args.get("capabilities", [])],
                         "site", 0.0),
-            [],
+            # the runtime runs a workflow's whole DAG in one run on one site (an agent loop
+            # keeps its state local), so placement sees one step
+            [Step("main", [], (data_refs + model_refs)[:32], int(args.get("slots", 1)), float(args.get("run_s", 5.0)),
+                  "agent")]
+            if cls == "workflow" else [],
         )
         try:
             SpecEnvelope(spec).validate()
@@ -349,10 +362,25 @@ class JobService(Service):
         out_bytes = msgpack.packb({"outputs": result.outputs, "manifest": result.manifest.to_bytes()},
                                   use_bin_type=True)
         aid, _m = await self.blobs.put_bytes(out_bytes, name=f"output:{job_id}", project=doc.get("project") or "default")
+        if job.kind == "finetune":
+            await self._publish_finetuned(ctx, result)
         plain = result.manifest.to_plain()
         log.info("job %s ran here in %.0f ms (provider %s): output %s", job_id,
                  plain.get("timings_ms", {}).get("total", 0.0), plain.get("provider", "?"), aid.hex()[:16])
         return aid.hex(), plain
+
+    async def _publish_finetuned(self, ctx: RunContext, result: Any) -> None:
+        """A fine-tune's new model becomes a catalog version whose lineage names its parent."""
+        from arcnet.runtime.runners import finetune_entry
+
+        entry = finetune_entry(ctx, result, published_s=int(time.time()))
+        m = entry.meta
+        aid, _ = await self.blobs.put_bytes(result.outputs["model"], name=f"model:{m.name}@{m.version}", kind="model")
+        entry_bytes = entry_to_bytes(entry)
+        self._remember(entry_bytes, aid.hex())
+        self._published.append((entry_bytes, aid.hex()))
+        await self._register(entry_bytes, aid.hex())
+        log.info("fine-tuned model %s@%s published (parent %s)", m.name, m.version, m.parent_id[:20])
 
     async def _read(self, aid: str) -> bytes:
         return await trio.to_thread.run_sync(lambda: b"".join(self.blobs.store.read_artifact(bytes.fromhex(aid))))
@@ -434,9 +462,12 @@ class JobService(Service):
             if mid:
                 await self.blobs.fetch(self.model_artifacts[mid])
         jobdoc_inputs = {n: await self._read(a) for n, a in inputs_by_name.items()}
-        outputs = await trio.to_thread.run_sync(lambda: rerun(manifest, jobdoc_inputs, _BlobModels(self)))
-        same = {n: outputs.get(n) == doc["outputs"].get(n) for n in doc["outputs"]}
-        return {"job_id": job_id, "identical": all(same.values()), "outputs": same}
+        report = await trio.to_thread.run_sync(lambda: rerun(manifest, jobdoc_inputs, _BlobModels(self)))
+        # compared twice: by the manifest's recorded output hashes, and byte for byte
+        # with the stored outputs of the original run
+        same = {n: report.outputs.get(n) == doc["outputs"].get(n) for n in doc["outputs"]}
+        return {"job_id": job_id, "identical": report.matches and all(same.values()), "outputs": same,
+                "mismatched": list(report.mismatched)}
 
     def _jobdoc_inputs(self, job_id: str) -> dict[str, str]:
         for row in self.blobs.store.list_artifacts():

@@ -128,3 +128,50 @@ async def test_executor_killed_mid_run_job_completes_elsewhere(tmp_path):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
             records = msgpack.unpackb(res["outputs"]["results"], raw=False)
             assert len(records) == 40000
+
+
+async def test_finetune_workflow_and_rerun_on_real_peers(tmp_path):
+    """Fine-tune publishes a child version with lineage; an agent workflow runs; rerun is bit for bit."""
+    from arcnet.runtime.runners import agent_workflow
+
+    with LocalMesh(tmp_path / "mesh", SITES[:3], gossip=FAST_GOSSIP) as mesh:
+        await trio.to_thread.run_sync(mesh.start_all)
+        async with Client(Identity.load_or_create(tmp_path / "client.key")) as c:
+            await converge(c, mesh, 3)
+            parent = await c.call(mesh.peers[0].addr, "model.publish",
+                                  {"model": models.mlp_classifier(), "name": "mlp", "version": "1", "task": "classify"})
+            await c.call(mesh.peers[1].addr, "model.publish",
+                         {"model": models.text_scorer(), "name": "scorer", "version": "1", "task": "score"})
+            x, y = models.blobs(seed=3, n=256, shift=0.5)
+
+            async def run(peer, args):
+                sub = await c.call(mesh.peers[peer].addr, "submit", args)
+
+                async def done():
+                    s = await c.call(mesh.peers[peer].addr, "job.show", {"job_id": sub["job_id"]})
+                    return s.get("state") in ("done", "failed") and s
+
+                show = await wait_for(done, 60, what=f"{args['kind']} job to finish")
+                assert show["state"] == "done", [e for e in show["events"] if "reason" in e]
+                return sub["job_id"]
+
+            await run(2, {"kind": "finetune", "model": "mlp@1", "inputs": {"x": npy(x), "y": npy(y.astype(np.int64))},
+                          "params": {"name": "mlp", "version": "2", "seed": 1}})
+
+            async def child_listed():
+                ls = await c.call(mesh.peers[2].addr, "model.ls")
+                return next((m for m in ls["models"] if m["version"] == "2"), None)
+
+            child = await wait_for(child_listed, 20, what="the fine-tuned version in the catalog")
+            assert child["parent"] == parent["model_id"]
+
+            wf = await run(1, {"kind": "workflow", "params": {"spec": agent_workflow(2, n=6)}})
+            res = await c.call(mesh.peers[1].addr, "result", {"job_id": wf})
+            assert "select" in res["outputs"]
+            steps = [s["name"] for s in res["manifest"]["steps"]]
+            assert steps[0] == "propose" and "refine2" in steps and steps[-1] == "select"
+
+            xo = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+            online = await run(0, {"kind": "online", "model": "mlp@2", "inputs": {"x": npy(xo)}})
+            rerun = await c.call(mesh.peers[0].addr, "job.rerun", {"job_id": online}, timeout_s=60)
+            assert rerun["identical"] is True and rerun["outputs"]
