@@ -23,9 +23,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# Benchmarks print a table each (add --json for named figures); see bench/README.md.
 bench: $(STAMP)
+	$(PY) bench/transport.py
 	$(PY) bench/gossip.py
 	$(PY) bench/sim.py
+	$(PY) bench/placement.py
+	$(PY) bench/blobs.py --quick
+	$(PY) bench/runtime.py
+	$(PY) bench/audit.py
+
+# Fuzz every decoder (not part of `make test`): FUZZ_INPUTS per decoder.
+FUZZ_INPUTS ?= 1000000
+fuzz: $(STAMP)
+	$(PY) fuzz/run.py --inputs $(FUZZ_INPUTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-run sim-out

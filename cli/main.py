@@ -78,11 +78,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
     """ARCNet mesh: submit work to, inspect and operate a mesh of compute sites."""
-    from arcnet.mesh.logs import setup_logging
-
-    # The CLI speaks through its exit code and one error line; library chatter
-    # (e.g. libp2p's dial errors) is only shown with --debug.
-    setup_logging("debug" if debug else "critical")
 
 
 @cli.command()
@@ -187,6 +182,12 @@ for _name in ("audit", "blob", "model", "sim", "jobs", "ops", "ca"):
 
 
 def main() -> None:
+    from arcnet.mesh.logs import setup_logging
+
+    # The CLI speaks through its exit code and one error line; library chatter
+    # (e.g. libp2p's dial errors) is only shown with --debug. Configured here,
+    # not in the group callback, so embedding the group changes no one's logging.
+    setup_logging("debug" if "--debug" in sys.argv[1:] else "critical")
     cli(prog_name="arcnet")
 
 

@@ -115,7 +115,7 @@ def test_every_message_type_round_trips(tag, cls):
     check()
 
 
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_only_raise_wire_error(data):
     try:
@@ -131,7 +131,7 @@ _plain = st.recursive(
 )
 
 
-@settings(max_examples=1000)
+@settings(max_examples=300)
 @given(st.sampled_from([t for t, _ in ALL_TYPES]), st.integers(0, 3), st.lists(_plain, max_size=12))
 def test_well_formed_msgpack_with_wrong_fields_only_raises_wire_error(tag, version, fields):
     data = msgpack.packb([tag, version, *fields], use_bin_type=True)
