@@ -18,7 +18,9 @@ from typing import Any
 import trio
 
 from arcnet.mesh.config import default_data_dir
-from arcnet.mesh.control import CONTROL_PROTOCOL, ControlError, parse_response, request
+from arcnet.mesh.admission import ADMISSION_PROTOCOL, client_admission_handler
+from arcnet.mesh.authz import Grant, decode_grant, sign_control
+from arcnet.mesh.control import CONTROL_PROTOCOL, ControlError, parse_response
 from arcnet.mesh.identity import Identity
 from arcnet.mesh.logs import align_libp2p_logging
 from arcnet.mesh.wire import Codec
@@ -52,6 +54,42 @@ def client_identity() -> Identity:
     return Identity.load_or_create(client_key_path())
 
 
+def client_grant() -> Grant | None:
+    """The grant an operator issued to this client key (``arcnet ca grant``), if any.
+
+    ``$ARCNET_GRANT``, else ``client.grant`` beside the client key. None on
+    an open (development) mesh, where requests are signed but carry no grant.
+    """
+    env = os.environ.get("ARCNET_GRANT")
+    path = Path(env) if env else client_key_path().with_name("client.grant")
+    if not path.exists():
+        if env:
+            raise CliError(f"ARCNET_GRANT={env}: no such file", exit_code=2)
+        return None
+    try:
+        return decode_grant(path.read_bytes())
+    except ControlError as exc:
+        raise CliError(f"{path}: {exc}", exit_code=2) from None
+
+
+def _signed_request(ident: Identity, peer: str, method: str, args: dict[str, Any] | None, nonce: int,
+                    codec: Codec, grant: Grant | None, project: str | None) -> bytes:
+    """A control request signed by the client key, bound to the target peer, with the client's grant."""
+    target = peer.rsplit("/p2p/", 1)[1].rstrip("/")
+    project = project if project is not None else os.environ.get("ARCNET_PROJECT", "")
+    return codec.encode(sign_control(ident, method, args, target=target, grant=grant, project=project, nonce=nonce))
+
+
+def _client_transport(ident: Identity) -> Any:
+    from arcnet.mesh.transport import Libp2pTransport, request_protocol
+
+    transport = Libp2pTransport(ident, ["/ip4/127.0.0.1/tcp/0"])
+    # peers challenge every connection for a certificate: answer "a client, none" at once
+    transport.set_request_handler(request_protocol(ADMISSION_PROTOCOL), client_admission_handler(ident))
+    align_libp2p_logging()
+    return transport
+
+
 def resolve_peer(peer: str | None, data_dir: str | None = None) -> str:
     if peer:
         return peer
@@ -72,23 +110,25 @@ def resolve_peer(peer: str | None, data_dir: str | None = None) -> str:
 
 
 async def call_async(peer: str, method: str, args: dict[str, Any] | None = None, *, timeout_s: float = 10.0,
-                     identity: Identity | None = None) -> dict[str, Any]:
-    from arcnet.mesh.transport import Libp2pTransport, TransportError, request_protocol
+                     identity: Identity | None = None, grant: Grant | None = None,
+                     project: str | None = None) -> dict[str, Any]:
+    from arcnet.mesh.transport import TransportError, request_protocol
 
     if "/p2p/" not in peer:
         raise CliError(f"peer address {peer!r} must be a full multiaddr ending in /p2p/<peer id>", exit_code=2)
     ident = identity or client_identity()
     codec = Codec()
     nonce = secrets.randbits(63)
-    transport = Libp2pTransport(ident, ["/ip4/127.0.0.1/tcp/0"])
-    align_libp2p_logging()
+    payload = _signed_request(ident, peer, method, args, nonce, codec, grant if grant is not None else client_grant(),
+                              project)
+    transport = _client_transport(ident)
     outcome: list = []
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.run)
         try:
             with trio.fail_after(timeout_s + 5):
-                outcome.append(await transport.request(peer, request_protocol(CONTROL_PROTOCOL),
-                                                       request(method, args, nonce, codec), timeout_s=timeout_s))
+                outcome.append(await transport.request(peer, request_protocol(CONTROL_PROTOCOL), payload,
+                                                       timeout_s=timeout_s))
         except (TransportError, trio.TooSlowError, OSError) as exc:
             outcome.append(Unreachable(f"cannot reach peer {peer}: {exc}"))
         finally:
@@ -110,16 +150,16 @@ class Client:
     ``async with Client() as c: await c.call(addr, "peers")``
     """
 
-    def __init__(self, identity: Identity | None = None, timeout_s: float = 10.0):
+    def __init__(self, identity: Identity | None = None, timeout_s: float = 10.0, *, grant: Grant | None = None,
+                 project: str | None = None):
         self.identity = identity or client_identity()
         self.timeout_s = timeout_s
         self.codec = Codec()
+        self.grant = grant
+        self.project = project
 
     async def __aenter__(self) -> "Client":
-        from arcnet.mesh.transport import Libp2pTransport
-
-        self._transport = Libp2pTransport(self.identity, ["/ip4/127.0.0.1/tcp/0"])
-        align_libp2p_logging()
+        self._transport = _client_transport(self.identity)
         self._cm = trio.open_nursery()
         self._nursery = await self._cm.__aenter__()
         await self._nursery.start(self._transport.run)
@@ -137,8 +177,9 @@ class Client:
         nonce = secrets.randbits(63)
         try:
             with trio.fail_after(t + 5):
-                data = await self._transport.request(peer, request_protocol(CONTROL_PROTOCOL),
-                                                     request(method, args, nonce, self.codec), timeout_s=t)
+                payload = _signed_request(self.identity, peer, method, args, nonce, self.codec, self.grant,
+                                          self.project)
+                data = await self._transport.request(peer, request_protocol(CONTROL_PROTOCOL), payload, timeout_s=t)
         except (TransportError, trio.TooSlowError, OSError) as exc:
             raise Unreachable(f"cannot reach peer {peer}: {exc}") from None
         try:

@@ -281,6 +281,9 @@ class JobService(Service):
                   "agent")]
             if cls == "workflow" else [],
         )
+        authz = getattr(self.daemon, "authz", None)
+        if authz is not None:  # the project's policy: allowed models, datasets and regions (residency)
+            spec.constraints.regions = list(authz.check_submit(project, spec))
         try:
             SpecEnvelope(spec).validate()
         except WireError as exc:

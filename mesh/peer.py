@@ -36,10 +36,13 @@ from typing import Any, Awaitable, Callable, Hashable
 import trio
 
 from .config import PeerConfig
-from .control import CONTROL_PROTOCOL, ControlError, ControlRequest, ControlResponse, decode_args, encode_args
+from .admission import AdmissionError, AdmissionGate
+from .authz import Authorizer, AuthzError
+from .control import CONTROL_PROTOCOL, ControlError, ControlResponse, decode_args, encode_args
 from .core import CancelTimer, Emit, Persist, Send, SetTimer
 from .disk import Disk
 from .identity import Identity
+from .limits import RateLimiter
 from .logs import RateLimitedLog, align_libp2p_logging
 from .node import Node, UnknownProtocol
 from .wire import Codec, WireError
@@ -127,6 +130,9 @@ class PeerDaemon:
         self._lock_fd: int | None = None
         self.started = trio.Event()
         self.metrics: Any = None
+        self.gate: AdmissionGate | None = None
+        self.authz: Authorizer | None = None
+        self.limits = RateLimiter()
         self._stop_requested = trio.Event()
         self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self.services: list[Service] = []
@@ -143,6 +149,7 @@ class PeerDaemon:
             "control_requests": 0,
             "control_errors": 0,
             "core_errors": 0,
+            "frames_rate_limited": 0,
         }
         self.register_control("ping", self._ctl_ping)
         self.register_control("statistics", self._ctl_statistics)
@@ -177,10 +184,27 @@ class PeerDaemon:
                 list(self.config.listen),
                 bootstrap=list(self.config.bootstrap),
             )
+            try:
+                self.gate = AdmissionGate.from_data_dir(data_dir, self.identity)
+                self.authz = Authorizer.from_data_dir(data_dir, revocations=self.gate.revocations)
+            except (AdmissionError, AuthzError) as exc:
+                raise DaemonError(str(exc)) from None
+            self.gate.attach(self.transport, limiter=self.limits)  # before transport.run: no connection missed
+            self.gate.on_decision = lambda kind, data: self._apply(self.now(), [Emit(kind, data)])  # to the audit log
+            self.register_control("admission.revocations", self.gate.ctl_revocations)
+            # every mesh request protocol a service registers is for admitted peers only
+            raw_set_handler = self.transport.set_request_handler
+
+            def admitted_only(protocol: str, handler: Any) -> None:
+                raw_set_handler(protocol, self.gate.require(handler))  # type: ignore[union-attr]
+
+            self.transport.set_request_handler = admitted_only
             align_libp2p_logging()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.transport.run)
-                self.transport.set_request_handler(request_protocol(CONTROL_PROTOCOL), self._handle_control)
+                await nursery.start(self.gate.run)
+                # clients (the CLI) hold no certificate: the control protocol checks grants instead
+                raw_set_handler(request_protocol(CONTROL_PROTOCOL), self.gate.guard(self._handle_control))
                 addrs = self.transport.listen_addrs()
                 seeds = [a.rsplit("/p2p/", 1)[1] for a in self.config.bootstrap]
                 for a in self.config.bootstrap:
@@ -256,6 +280,11 @@ class PeerDaemon:
         while True:
             sender, frame = await self.transport.receive()
             self.counters["frames_in"] += 1
+            if not self.gate.accept_frame(sender):  # type: ignore[union-attr]  # unadmitted: dropped, counted, logged
+                continue
+            if not self.limits.allow(sender, "msg", self.now()):
+                self.counters["frames_rate_limited"] += 1
+                continue
             try:
                 msg = self.codec.decode(frame)
             except WireError as exc:
@@ -320,6 +349,9 @@ class PeerDaemon:
                 self.disk.apply(pending)  # type: ignore[union-attr]
                 pending = []
             if t is Send:
+                if not self.gate.may_send(e.to):  # type: ignore[union-attr]  # a refused peer: do not dial it again
+                    self.counters["messages_out_dropped"] += 1
+                    continue
                 try:
                     frame = self.codec.encode(e.msg)
                 except WireError as exc:
@@ -369,19 +401,26 @@ class PeerDaemon:
         nonce = 0
         try:
             msg = self.codec.decode(payload)
-            if not isinstance(msg, ControlRequest):
-                raise ControlError("bad_request", f"expected a control request, got {type(msg).__name__}")
-            nonce = msg.nonce
-            fn = self._control.get(msg.method)
+            nonce = getattr(msg, "nonce", 0)
+            if not self.limits.allow(client, "control", self.now()):
+                raise ControlError("unavailable", "too many control requests; retry shortly")
+            # a SignedControl (or, on an open mesh, a plain ControlRequest): signature, time window,
+            # replay, grant and the method's capability; AuthzError is a ControlError
+            method, raw_args, nonce, project, _grant = self.authz.authorize(  # type: ignore[union-attr]
+                msg, client=client, target=self.peer_id)
+            fn = self._control.get(method)
             if fn is None:
-                raise ControlError("not_found", f"unknown method {msg.method!r}")
-            args = decode_args(msg.args)
+                raise ControlError("not_found", f"unknown method {method!r}")
+            args = decode_args(raw_args)
+            if project:
+                args.setdefault("project", project)  # authorize() checked any project the args name
             result = await fn(client, args)
             return self.codec.encode(ControlResponse(nonce, True, "ok", "", encode_args(result)))
         except (ControlError, WireError) as exc:
             code = exc.code if isinstance(exc, ControlError) else "bad_request"
             self.counters["control_errors"] += 1
-            self._badlog.warning(f"control-{code}", "control request from %s refused: %s", client, exc)
+            if not isinstance(exc, AuthzError):  # the authoriser logged it already: one line per refusal
+                self._badlog.warning(f"control-{code}", "control request from %s refused: %s", client, exc)
             return self.codec.encode(ControlResponse(nonce, False, code, str(exc)[:1000], b""))
         except Exception as exc:  # a bug in a method: report it, keep serving
             self.counters["control_errors"] += 1
@@ -404,6 +443,11 @@ class PeerDaemon:
             out.update({f"disk.{k}": v for k, v in self.disk.statistics().items()})
         for svc in self.services:
             out.update({f"{svc.name}.{k}": v for k, v in svc.statistics().items()})
+        if self.gate is not None:
+            out.update({f"admission.{k}": v for k, v in self.gate.statistics().items()})
+        if self.authz is not None:
+            out.update({f"authz.{k}": v for k, v in self.authz.statistics().items()})
+        out.update({f"limits.{k}": v for k, v in self.limits.statistics().items()})
         return out
 
     def health(self) -> dict[str, Any]:
