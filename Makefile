@@ -36,6 +36,7 @@ bench: $(STAMP)
 # Fuzz every decoder (not part of `make test`): FUZZ_INPUTS per decoder.
 FUZZ_INPUTS ?= 1000000
 fuzz: $(STAMP)
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q 'atheris>=2.3'
 	$(PY) fuzz/run.py --inputs $(FUZZ_INPUTS)
 
 clean:
