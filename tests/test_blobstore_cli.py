@@ -1,4 +1,7 @@
-"""``arcnet blob`` on a local data directory: put, ls, stat, get."""
+"""``arcnet blob --local-dir``: put, ls, stat, get on a data directory's store, no peer.
+
+The same commands against a running peer are tested in ``test_blob_service.py``.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ def test_put_ls_stat_get_round_trip(tmp_path):
     payload = random.Random(1).randbytes(9 << 20)  # large enough for the progress bar path
     src.write_bytes(payload)
     runner = CliRunner()
-    dd = ["--data-dir", str(data_dir)]
+    dd = ["--local-dir", str(data_dir)]
 
     res = runner.invoke(cli, ["blob", "put", str(src), "--project", "vision", "--policy", "hot", "--json", *dd])
     assert res.exit_code == 0, res.output
@@ -46,10 +49,10 @@ def test_clear_errors(tmp_path):
     runner = CliRunner()
     src = tmp_path / "d.csv"
     src.write_text("a,b\n1,2\n")
-    res = runner.invoke(cli, ["blob", "put", str(src), "--data-dir", str(data_dir)])
+    res = runner.invoke(cli, ["blob", "put", str(src), "--local-dir", str(data_dir)])
     assert res.exit_code == 2 and "arcnet init" in res.output  # no key yet
     Identity.from_seed(b"\x06" * 32).save(data_dir / "peer.key")
-    res = runner.invoke(cli, ["blob", "get", "deadbeefdeadbeef", "--data-dir", str(data_dir)])
+    res = runner.invoke(cli, ["blob", "get", "deadbeefdeadbeef", "--local-dir", str(data_dir)])
     assert res.exit_code == 1 and "no artifact id starts with" in res.output
-    res = runner.invoke(cli, ["blob", "stat", "xyz", "--data-dir", str(data_dir)])
+    res = runner.invoke(cli, ["blob", "stat", "xyz", "--local-dir", str(data_dir)])
     assert res.exit_code == 2 and "not an artifact id" in res.output

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {"trio", "libp2p", "socket", "asyncio", "os", "time", "threading", "subprocess", "sqlite3", "selectors"}
 # packages whose every module is a protocol core, and single core modules elsewhere
 CORE_DIRS = ["gossip", "placement"]
-CORE_FILES = ["mesh/core.py", "mesh/node.py", "mesh/wire.py", "blobstore/swarm.py", "audit/witness.py", "runtime/batching.py"]
+CORE_FILES = ["mesh/core.py", "mesh/node.py", "mesh/wire.py", "blobstore/swarm.py", "blobstore/replication.py", "audit/witness.py", "runtime/batching.py"]
 
 
 def _core_files():
