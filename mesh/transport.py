@@ -665,8 +665,13 @@ class Libp2pTransport:
         addrs = self._addrbook.get(peer_id)
         if addrs:
             lp = _lp()
-            # ttl 0 = no expiry; the peerstore keeps one TTL per peer, set by the last add
-            self._host.get_peerstore().add_addrs(_libp2p_id(peer_id), [lp.Multiaddr(a) for a in addrs], 0)
+            # ttl 0 = no expiry; the peerstore keeps one TTL per peer, set by the last add.
+            # Newest first: a peer that restarted on a new port is dialled at its new
+            # address before the stale ones (the dialer tries them in order).
+            store = self._host.get_peerstore()
+            pid = _libp2p_id(peer_id)
+            store.clear_addrs(pid)
+            store.add_addrs(pid, [lp.Multiaddr(a) for a in reversed(addrs)], 0)
 
     def _reachable(self, peer_id: str) -> bool:
         if peer_id in self._addrbook or self.is_connected(peer_id):
