@@ -487,7 +487,7 @@ def swarm_figures(src: str, size: int, peers: int, workdir: str, durable: bool, 
 
     gossip = {"membership_probe_interval_s": 1.0, "membership_probe_timeout_s": 0.8,
               "membership_indirect_timeout_s": 1.0, "membership_suspicion_mult": 6.0}
-    env = {"ARCNET_BLOB_DURABLE": str(int(durable)), "ARCNET_BLOB_DISCOVER_INTERVAL_S": "0.5"}
+    env = {"ARCNET_BLOB_DURABLE": str(int(durable))}
     n_all = peers + 3  # seed, fetchers, the corrupting holder, the peer killed mid-fetch
     sites = [("bench", 0.0, 0.0)] * n_all
     seed_i, fetchers, bad_i, resume_i = 0, list(range(1, peers + 1)), peers + 1, peers + 2

@@ -14,9 +14,10 @@ Figures:
   setup (SimpleNetwork, a ping core, no energy) as a baseline;
 * ``wall_s_1000_peers_1h`` -- a 1,000-peer mesh in 3 regions with a
   Poisson workload, one virtual hour, run by the node factory named in
-  ``factory_1000`` (the real gossip stack when ``arcnet.gossip.stack`` exists,
+  ``factory`` (the real gossip stack when ``arcnet.gossip.stack`` exists,
   else the toy core -- the JSON says which); ``extrapolated_1000`` is true
-  when fewer hours were measured and scaled;
+  when fewer hours were measured and scaled (after ``warmup_s`` of
+  unmeasured virtual time, so the boot burst is not scaled up with them);
 * ``wall_s_10000_peers_1h`` and ``peak_rss_mib_10000`` (``--large``);
 * ``trace_identical`` -- two runs of the same seed give the same trace hash,
   and a third with another seed does not.
@@ -64,17 +65,24 @@ def _scenario(peers: int, duration_s: float, factory: str, seed: int) -> dict:
     }
 
 
-def child(peers: int, hours: float, factory: str, seed: int) -> dict:
-    """Build and run one mesh; report wall/CPU seconds, events and peak RSS of this process."""
+def child(peers: int, hours: float, factory: str, seed: int, warmup_s: float = 0.0) -> dict:
+    """Build and run one mesh; report wall/CPU seconds, events and peak RSS of this process.
+
+    With ``warmup_s`` the first seconds (boot, joins, first publishes) run
+    unmeasured and the clock covers the ``hours`` after them.
+    """
     import resource
 
     from arcnet.sims.scenario import Run, parse_scenario
 
-    sc = parse_scenario(_scenario(peers, hours * 3600.0, factory, seed), f"bench-{peers}")
+    sc = parse_scenario(_scenario(peers, warmup_s + hours * 3600.0, factory, seed), f"bench-{peers}")
     t0 = time.perf_counter()
     c0 = time.process_time()
     run = Run(sc)
     build_wall, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if warmup_s > 0:
+        run.sim.run(warmup_s)
+    ev0 = run.sim.counters["events"]
     t1 = time.perf_counter()
     c1 = time.process_time()
     res = run.run()
@@ -83,12 +91,13 @@ def child(peers: int, hours: float, factory: str, seed: int) -> dict:
     return {
         "peers": peers,
         "hours": hours,
+        "warmup_s": warmup_s,
         "factory": run.factory_name,
         "build_wall_s": round(build_wall, 2),
         "build_cpu_s": round(build_cpu, 2),
         "run_wall_s": round(wall, 2),
         "run_cpu_s": round(cpu, 2),
-        "events": res.events,
+        "events": res.events - ev0,
         "messages": res.statistics["sim"]["messages_sent"],
         "peak_rss_mib": round(rss_mib, 1),
         "trace_hash": res.trace_hash,
@@ -97,8 +106,8 @@ def child(peers: int, hours: float, factory: str, seed: int) -> dict:
     }
 
 
-def run_child(peers: int, hours: float, factory: str, seed: int = 1) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", str(peers), str(hours), factory, str(seed)]
+def run_child(peers: int, hours: float, factory: str, seed: int = 1, warmup_s: float = 0.0) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", str(peers), str(hours), factory, str(seed), str(warmup_s)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"child run ({peers} peers) failed:\n{out.stderr[-4000:]}")
@@ -152,10 +161,12 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="also run 10,000 peers")
     ap.add_argument("--large-hours", type=float, default=None, help="virtual hours for the 10,000-peer run (default: --hours)")
     ap.add_argument("--factory", default=None, help="gossip (default when available) or toy")
-    ap.add_argument("--child", nargs=4, metavar=("PEERS", "HOURS", "FACTORY", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="virtual seconds run unmeasured before the measured hours (default: 0 for a full hour, 120 when extrapolating)")
+    ap.add_argument("--child", nargs=5, metavar=("PEERS", "HOURS", "FACTORY", "SEED", "WARMUP"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(int(a.child[0]), float(a.child[1]), a.child[2], int(a.child[3]))))
+        print(json.dumps(child(int(a.child[0]), float(a.child[1]), a.child[2], int(a.child[3]), float(a.child[4]))))
         return
     if not 0 < a.hours <= 1.0:
         ap.error("--hours must be in (0, 1]")
@@ -164,7 +175,9 @@ def main() -> None:
     if factory == "toy":
         fig["note"] = "measured with the toy core (arcnet.sims.toy), not the real gossip stack"
     fig.update(events_per_s())
-    r1 = run_child(1000, a.hours, factory)
+    warmup = a.warmup if a.warmup is not None else (0.0 if a.hours >= 1.0 else 120.0)
+    fig["warmup_s"] = warmup
+    r1 = run_child(1000, a.hours, factory, warmup_s=warmup)
     fig["wall_s_1000_peers_1h"] = round(r1["run_wall_s"] / a.hours, 1)
     fig["cpu_s_1000_peers_1h"] = round(r1["run_cpu_s"] / a.hours, 1)
     fig["extrapolated_1000"] = a.hours < 1.0
@@ -175,7 +188,7 @@ def main() -> None:
     fig["ok_1000"] = r1["ok"]
     if a.large:
         hl = a.large_hours or a.hours
-        r2 = run_child(10000, hl, factory)
+        r2 = run_child(10000, hl, factory, warmup_s=warmup)
         fig["wall_s_10000_peers_1h"] = round(r2["run_wall_s"] / hl, 1)
         fig["cpu_s_10000_peers_1h"] = round(r2["run_cpu_s"] / hl, 1)
         fig["extrapolated_10000"] = hl < 1.0

@@ -54,25 +54,13 @@ at most the chunks of one unfinished group. The core verifies every chunk
 against the manifest before anything is written; a holder that sends 3 bad
 chunks is banned for the rest of the fetch.
 
-**Origin deferral.** A complete holder (the publisher, an origin) serves
-from its page cache with ``sendfile`` and is the cheapest source for every
-fetcher, so left alone it uploads the artifact once per fetcher. With
-``origin_defer``, fetchers that run at the same time split the work the way
-BitTorrent's super-seeding does (BEP 16), decided on the fetcher side: the
-fetchers registered as partial holders in the directory form a group, and
-the core sees the origin as holding only the chunks whose index falls to
-this fetcher (``index mod group size``), a window of 16 at a time, plus the
-chunks no partial holder in session has had for ``origin_patience_s``, plus
-everything when the fetch would otherwise idle. The core's own bitmap
-handling does the rest (a ``ChunkHave`` only adds bits). A lone fetcher's
-group is itself, so it takes everything from the origin at once.
-
 **Limits.** Control messages are at most 1 MiB, so ``blob.put`` takes bytes
 inline only up to ``inline_bytes_max`` (900 KiB); a larger file is put
 through ``path``, a file on the peer's machine that the peer process can
 read (the CLI does this when the peer is on the same machine). ``blob.get``
 returns at most ``inline_bytes_max`` bytes per call (``offset``/``length``
-windows), or writes the artifact to a ``path`` on the peer's machine. The
+windows), or writes the artifact to a ``path`` on the peer's machine
+(paths only under ``path_roots``, never in the data directory). The
 transport cancels a request handler after 60 s, so ``blob.fetch`` waits at
 most ``wait_s`` (<= 50 s) and the fetch goes on in the background; call it
 again to follow it.
@@ -227,11 +215,11 @@ class BlobConfig:
     :mod:`arcnet.blobstore.replication`.
     ``failed_retry_s`` (30 s): a prefetch or replication fetch that failed is
     not started again sooner.
-    ``origin_defer`` (True): complete holders (origins) are offered only this
-    fetcher's share of the chunks, and chunks no partial holder in session
-    has had for ``origin_patience_s`` (2 s), so concurrent fetchers take
-    one copy from the origin between them and the rest from each other
-    (see "Origin deferral" in the module docstring).
+    ``path_roots`` ("": the peer user's home and the system temp directory):
+    colon-separated directories under which ``blob.put`` may read and
+    ``blob.get`` may write a ``path``; the data directory is always refused.
+    A site sets it to a staging directory: a control client that may put or
+    get can otherwise read or write any file of the peer's user there.
     ``test_corrupt_fraction`` (0): the test-only fault hook (module docstring).
     """
 
@@ -254,8 +242,7 @@ class BlobConfig:
     warm_copies: int = 2
     durable_regions: int = 3
     failed_retry_s: float = 30.0
-    origin_defer: bool = True
-    origin_patience_s: float = 2.0
+    path_roots: str = ""
     test_corrupt_fraction: float = 0.0
 
     def __post_init__(self) -> None:
@@ -775,7 +762,10 @@ class BlobService:
                 if "/p2p/" not in h:
                     continue
                 pid = h.rsplit("/p2p/", 1)[1]
+                self._hint_addrs.pop(pid, None)
                 self._hint_addrs[pid] = h
+                while len(self._hint_addrs) > 4096:
+                    del self._hint_addrs[next(iter(self._hint_addrs))]
                 with contextlib.suppress(Exception):
                     self.daemon.transport.add_address(pid, h)
                 h = pid
@@ -988,51 +978,6 @@ class BlobService:
         cancels: dict[str, trio.CancelScope] = {}
         timers: dict[Any, float] = {}
         failure: list[str] = []
-        # origin deferral (see the module docstring)
-        origins: set[str] = set()
-        origin_bits = bytearray(n)  # chunks offered to origins so far: only grows, like the core's bitmaps
-        peer_bits: dict[str, bytes] = {}  # latest bitmap of each partial holder in session
-        orphan_since: dict[int, float] = {}
-        group: list[str] = [self.me]
-        window = 4 * self.swarm_config.inflight_per_holder_max
-        commits_since_release = [0]
-
-        def release(now: float, everything: bool = False) -> list[Any]:
-            """Offer origins more chunks: my share (a window at a time), long orphans, or all when idle."""
-            if not cfg.origin_defer:
-                return []
-            if len(group) <= 1:
-                # alone: nothing to share, and a windowed origin only makes the core's endgame
-                # (which starts when nothing it can ask for is left) ask for duplicates early
-                everything = True
-            lacking = core.missing()
-            open_ = sum(1 for i in lacking if origin_bits[i])
-            size_ = max(1, len(group))
-            mine = group.index(self.me) if self.me in group else 0
-            live = [b for p, b in peer_bits.items() if p in sessions]
-            added = 0
-            for i in lacking:
-                if origin_bits[i]:
-                    continue
-                if everything or (i % size_ == mine and open_ + added < window):
-                    origin_bits[i] = 1
-                    added += 1
-                    continue
-                if any(b[i >> 3] >> (i & 7) & 1 for b in live):
-                    orphan_since.pop(i, None)
-                    continue
-                if now - orphan_since.setdefault(i, now) >= cfg.origin_patience_s:
-                    origin_bits[i] = 1
-                    added += 1
-            commits_since_release[0] = 0
-            if not added:
-                return []
-            bitmap = self._bitmap(origin_bits)
-            fx: list[Any] = []
-            for p in origins:
-                if p in sessions:
-                    fx.extend(core.on_message(now, p, ChunkHave(aid, n, bitmap)))
-            return fx
 
         async def reader(peer: str, session: BulkSession, scope: trio.CancelScope) -> None:
             with scope:
@@ -1069,12 +1014,10 @@ class BlobService:
             rounds = 0
             while True:
                 now = trio.current_time()
-                looked_up = rounds % 2 == 0
-                cands = await self._candidates(aid, job, directory=looked_up)
+                # the directory at the first two rounds (fetchers starting together find each other),
+                # then every fourth: each lookup is R requests
+                cands = await self._candidates(aid, job, directory=rounds < 2 or rounds % 4 == 0)
                 rounds += 1
-                # fetchers of this artifact known to the directory: the group that shares the origin's work
-                inbox_send.send_nowait(("tick", sorted({p for p, c in cands.items() if c is False} | {self.me})
-                                        if looked_up else None))
                 free = cfg.fetch_holders_max - len(sessions) - len(connecting)
                 fresh = [p for p in cands if p not in sessions and p not in connecting and retry_at.get(p, 0) <= now
                          and core.holder_state(p) != "banned"]
@@ -1118,13 +1061,16 @@ class BlobService:
                     await trio.to_thread.run_sync(write, group, flush)
                     if flush:
                         pending = 0
-                await trio.to_thread.run_sync(batch.flush)
             except (StoreError, OSError) as exc:
                 failure.append(f"writing to the store: {exc}")
                 commit_recv.close()  # a sender blocked on a full queue wakes with BrokenResourceError
                 inbox_send.send_nowait(("stop",))
                 with contextlib.suppress(Exception):
                     batch.abort()
+            finally:
+                # verified chunks are worth keeping, on a stop too: a later fetch resumes from them
+                with trio.CancelScope(shield=True), contextlib.suppress(StoreError, OSError):
+                    await trio.to_thread.run_sync(batch.flush)
 
         async def apply(effects: Any) -> None:
             for fx in effects:
@@ -1135,9 +1081,6 @@ class BlobService:
                     job.from_peer[fx.sender] = job.from_peer.get(fx.sender, 0) + 1
                     with contextlib.suppress(trio.BrokenResourceError):  # the committer failed: see failure
                         await commit_send.send(fx)
-                    commits_since_release[0] += 1
-                    if origins and commits_since_release[0] >= max(window // 2, n // 256):  # release is O(n)
-                        await apply(release(trio.current_time()))
                 elif t is Send:
                     if isinstance(fx.msg, ChunkRequest):
                         s = sessions.get(fx.to)
@@ -1146,7 +1089,7 @@ class BlobService:
                                 await s.request([fx.msg.index])
                             except (BulkError, OSError):
                                 inbox_send.send_nowait(("broken", fx.to))
-                    elif not isinstance(fx.msg, ChunkCancel):
+                    elif not isinstance(fx.msg, ChunkCancel):  # a bulk holder answers what it was asked
                         raise AssertionError(f"unexpected message {fx.msg!r}")
                 elif t is SetTimer:
                     timers[fx.timer] = fx.at
@@ -1165,10 +1108,6 @@ class BlobService:
                     while not core.done and not failure:
                         now = trio.current_time()
                         if core.statistics()["inflight"] == 0:
-                            if origins and not core.done:
-                                await apply(release(now, everything=True))
-                                if core.statistics()["inflight"]:
-                                    continue
                             idle_since = now if idle_since is None else idle_since
                             if now - idle_since > cfg.stall_timeout_s:
                                 failure.append(
@@ -1210,23 +1149,12 @@ class BlobService:
                                 self._stats["holders_connected"] += 1
                                 if bitmap is not None:
                                     partial.add(peer)
-                                    peer_bits[peer] = bitmap
                                 cancels[peer] = trio.CancelScope()
                                 inner.start_soon(reader, peer, session, cancels[peer])
-                                if bitmap is None and cfg.origin_defer:
-                                    origins.add(peer)
-                                    await apply(core.add_holder(now, peer, self._bitmap(origin_bits)))
-                                    await apply(release(now))
-                                else:
-                                    await apply(core.add_holder(now, peer, bitmap))
-                            elif kind == "tick":
-                                if ev[1] is not None:
-                                    group[:] = ev[1]
-                                await apply(release(now))
+                                await apply(core.add_holder(now, peer, bitmap))
                             elif kind == "have":
                                 _, peer, bitmap = ev
                                 if peer in sessions:
-                                    peer_bits[peer] = bitmap
                                     if bitmap == self._full(n):
                                         partial.discard(peer)  # it has everything now: no more refreshes
                                     await apply(core.on_message(now, peer, ChunkHave(aid, n, bitmap)))
@@ -1237,18 +1165,16 @@ class BlobService:
                                 timers.pop(t, None)
                                 await apply(core.on_timer(now, t))
                     inner.cancel_scope.cancel()
+        while True:  # sessions that connected after the end: close them
+            try:
+                ev = inbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if ev[0] == "holder" and ev[2] is not None:
+                await ev[2][0].aclose()
         job.swarm, job.core = core.statistics(), None
         if failure:
             raise FetchError(failure[0])
-
-    @staticmethod
-    def _bitmap(bits: bytearray) -> bytes:
-        """One byte per chunk (0/1) -> the ChunkHave bitmap (bit i of byte i // 8, LSB first)."""
-        out = bytearray((len(bits) + 7) // 8)
-        for i, b in enumerate(bits):
-            if b:
-                out[i >> 3] |= 1 << (i & 7)
-        return bytes(out)
 
     @staticmethod
     def _full(n: int) -> bytes:
@@ -1399,6 +1325,23 @@ class BlobService:
 
     # -- control methods -----------------------------------------------------------------------
 
+    def _check_path(self, path: str) -> Path:
+        """An absolute path under ``path_roots`` and outside the data directory (resolved), or a refusal."""
+        import tempfile
+
+        p = Path(path)
+        if not p.is_absolute():
+            raise _control_error("bad_request", f"path: {path!r} must be absolute (a file on the peer's machine)")
+        real = p.resolve()
+        roots = [Path(r) for r in self.config.path_roots.split(":") if r] or [Path.home(), Path(tempfile.gettempdir())]
+        data = Path(self.ctx.config.data_dir).resolve()
+        if real == data or data in real.parents:
+            raise _control_error("forbidden", f"path: {path} is inside the peer's data directory")
+        if not any(real == r.resolve() or r.resolve() in real.parents for r in roots):
+            raise _control_error("forbidden", f"path: {path} is outside the directories this peer reads and writes "
+                                 f"for clients ({', '.join(str(r) for r in roots)}; ARCNET_BLOB_PATH_ROOTS)")
+        return real
+
     def _resolve(self, args: dict[str, Any]) -> bytes:
         ref = args.get("id")
         if not isinstance(ref, str) or not ref:
@@ -1449,10 +1392,8 @@ class BlobService:
                 aid, _ = await self.put_bytes(data, name=name, project=project, policy=policy,
                                               chunk_bytes=chunk_bytes, kind=kind or "dataset", **kw)
             else:
-                p = Path(path)
-                if not p.is_absolute():
-                    raise _control_error("bad_request", f"path: {path!r} must be absolute (a file on the peer's machine)")
-                aid, _ = await self.put_file(p, name=name or p.name, kind=kind, project=project, policy=policy,
+                p = self._check_path(path)
+                aid, _ = await self.put_file(p, name=name or Path(path).name, kind=kind, project=project, policy=policy,
                                              chunk_bytes=chunk_bytes, **kw)
         except StoreError as exc:
             raise _control_error("not_found" if exc.code == "not_found" else "bad_request", str(exc)) from None
@@ -1469,9 +1410,7 @@ class BlobService:
             raise _control_error("not_found", f"artifact {aid.hex()[:16]} is partial here "
                                  f"({info.present_chunks}/{info.chunk_count} chunks); fetch it first (blob.fetch)")
         if path is not None:
-            p = Path(path)
-            if not p.is_absolute():
-                raise _control_error("bad_request", f"path: {path!r} must be absolute (a file on the peer's machine)")
+            p = self._check_path(path)
             try:
                 n = await trio.to_thread.run_sync(self.store.export, aid, p)
             except OSError as exc:

@@ -2,7 +2,8 @@
 
 Every peer keeps the whole member list (membership is global: a peer may
 place work in, and fetch from, any region) and learns of joins, failures and
-departures by infection-style dissemination piggybacked on its probes.
+departures by infection-style dissemination piggybacked on its probes and on
+dedicated gossip messages while there is news.
 
 SWIM (Das, Gupta, Motivala, DSN 2002) -- each probe round a peer pings one
 member; without an ack it pings again at half ``probe_timeout_s``, and at
@@ -12,11 +13,11 @@ members to ping the target for it (each pings twice); still nothing after
 that does not refute within the suspicion timeout is declared *dead*.
 Incarnation numbers order a member's states: only the member itself raises
 its incarnation, to refute a suspicion (``alive`` at a higher incarnation
-beats ``suspect`` and ``dead`` at a lower one).
+beats ``suspect`` and ``dead`` at a lower one). The whole state table is in
+:meth:`MembershipCore._apply`.
 
 Lifeguard (Dadgar, Phillips, Currey, 2018; hashicorp/memberlist) -- three
-refinements, all off with ``plain_swim=True`` (the baseline the benchmark
-compares against):
+refinements:
 
 * Local health multiplier (LHM): a peer that misses acks or nacks, or has to
   refute suspicions about itself, is probably the slow one; it stretches its
@@ -27,32 +28,50 @@ compares against):
   confirmations (suspect messages from other members) arrive:
   ``max - (max - min) * log(C + 1) / log(K + 1)``. A crashed member is
   confirmed quickly by everyone who tries it; a member that merely lost a
-  packet is not, so it has time to refute. Helpers whose relayed ping went
-  unanswered run a *witness probe* of their own (a full direct + indirect
-  probe), so a crash gathers its K confirmations within about one probe
-  cycle.
-* Buddy system: the first member to suspect X tells X directly (and puts the
-  suspicion first in every ping to X), so X refutes at once.
+  packet is not, so it has time to refute.
+* Buddy system: the first member to suspect X tells X directly, and every
+  ping to a suspect carries the suspicion first, so X refutes at once.
 
-Additions of our own, each for a named reason:
+Refinements of our own (also off with ``plain_swim``), each for a reason:
+
+* Probes are harder to fail by loss alone: an early direct retry, a third
+  direct ping with the helpers, helpers that ping twice. A live member's
+  probe fails with probability 2e-5 at 10% loss (plain SWIM: 1.5e-3).
+* Witness probes: a helper whose relayed ping went unanswered probes the
+  target itself, so a crash gathers its K confirmations within about one
+  probe cycle and detection stays fast although suspicions start long.
+* Last-chance probe: a suspicion that expires without K confirmations is
+  checked by one more full probe (with the suspicion first in the ping)
+  before this peer declares a death on its own; an answer postpones it.
+* Corrections: a peer that sends a stale record (it missed a refutation or
+  a death) gets the newer record back at once, instead of waiting for the
+  epidemic tail to reach it.
+* Fresh evidence beats hearsay: a death declared by others about a member
+  this peer heard from within ``fresh_evidence_s`` becomes a suspicion here
+  (the member refutes it); a crashed member has been silent far longer.
+
+Structural additions (on in both modes: they speed detection and healing,
+they cannot cause false deaths):
 
 * Every other probe goes to the prober's successor on a ring of the members
   of its own region (ordered by peer id): every member is probed at least
   once every ``probe_interval_s * ring_probe_every`` by a nearby peer, which
   bounds the time until a crash is first noticed (random probing alone has
   an exponential tail: p99 = 4.6 probe periods).
-* Dead members are kept for ``dead_retain_s`` and probed now and then, so
-  the two sides of a healed partition find each other and refute; then they
-  are forgotten, leaving a tombstone (peer id, incarnation) for
-  ``tombstone_retain_s``: a stale sync or gossip carrying ``alive`` at an
-  incarnation at or below the tombstone is rejected and counted, so it
-  cannot revive the member. Only the member, at a higher incarnation, can.
-* The incarnation is persisted (``Persist("swim.incarnation")``) and raised on
-  every boot, so a restarted peer rejoins with a higher incarnation; one that
-  lost its disk refutes the tombstone the first time it hears of it.
+* Dead members are kept for ``dead_retain_s`` and probed now and then (a
+  share of rounds equal to the dead share of the list), the dead notice
+  first in the ping, so the two sides of a healed partition find each other
+  and refute; a member coming back triggers probes of the other dead at
+  once. Then they are forgotten, leaving a tombstone (peer id, incarnation)
+  for ``tombstone_retain_s``: a stale sync or gossip carrying ``alive`` at
+  an incarnation at or below it is rejected and counted, so it cannot revive
+  the member. Only the member itself, at a higher incarnation, can.
+* The incarnation is persisted (``Persist("swim.incarnation")``) and raised
+  on every boot, so a restarted peer rejoins with a higher incarnation; one
+  that lost its disk refutes its death the first time it hears of it.
 * Anti-entropy: every ``sync_interval_s`` a peer swaps one page of random
-  member records with a random member (memberlist's push-pull, but a bounded
-  page instead of the whole list: the per-peer cost stays constant in N).
+  member records with a random member (memberlist's push-pull, but a
+  bounded page instead of the whole list: the per-peer cost stays constant).
 
 Every message is at most ``message_bytes_max`` (1,200) bytes encoded: the
 piggyback is filled against a byte budget computed from each update's exact
@@ -62,12 +81,18 @@ Cost per peer: one probe (2 small messages) per ``probe_interval_s``, gossip
 only while there is news, one sync page per ``sync_interval_s``: constant in
 N. What does grow with N is the mesh-wide rate of membership *changes*
 (every peer must hear of every join and death), which each peer relays
-``retransmit_mult * ceil(log10(N + 1))`` times.
+``retransmit_mult * ceil(log10(N + 1))`` times; keeping false suspicions
+rare is what keeps that term small.
+
+Events: ``member.alive`` / ``member.suspect`` / ``member.dead`` /
+``member.left`` with ``peer``, ``incarnation``, ``addr``, ``region`` (and
+``by``, the accuser, for suspect and dead). ``member.alive`` about this peer
+itself means it refuted a suspicion.
 
 Knowingly left out: Byzantine members (membership records are not signed: a
 forged address only costs a failed dial, because the transport's handshake
-proves the peer id; state is signed, see ``state.py``); memberlist's TCP
-fallback ping (the retry ping plays its part); Vivaldi coordinates.
+proves the peer id; state is signed, see ``state.py``); Vivaldi
+coordinates; memberlist's full-state TCP push-pull.
 """
 
 from __future__ import annotations
@@ -341,8 +366,14 @@ class MembershipConfig:
     per message; the simulator enforces the same bound in its codec)."""
 
     plain_swim: bool = False
-    """True: SWIM without Lifeguard (no LHM, fixed timeout suspicion_min,
-    no buddy, no witness probes, no nacks) -- the benchmark's baseline."""
+    """True: SWIM as memberlist ran it before Lifeguard -- the benchmark's
+    baseline. A direct ping; at probe_timeout_s one direct retry (the TCP
+    fallback's part) and min(3, indirect_checks) helpers pinging once; a
+    fixed suspicion timeout (suspicion_min). Off with it: LHM, nacks, the
+    dynamic timeout, the buddy system, and our refinements (early retry,
+    double-pinging helpers, witness and last-chance probes, corrections of
+    stale senders, fresh evidence over hearsay). Ring and dead-member
+    probing, which only speed detection and healing, stay."""
 
 
 # --------------------------------------------------------------------------
@@ -765,11 +796,12 @@ class MembershipCore:
                 self.stats["misdirected"] += 1
                 return out
             seq = self._next_seq()
-            self.relays[seq] = [sender, msg.seq, msg.target, msg.witness, 0]
+            # plain SWIM: one ping; ours: a second one at half the timeout, so one lost datagram cannot fail the relay
+            self.relays[seq] = [sender, msg.seq, msg.target, msg.witness, 0 if self.lifeguard else 1]
             accusation = self._accusation(msg.target)
             out.append(Send(msg.target, self._msg(Ping(seq, msg.target, self._piggyback(msg.target, accusation)))))
-            # a second ping at half the timeout: one lost datagram must not fail the relay
-            out.append(self.timers.set(("r", seq), now + self._scaled(self.cfg.probe_timeout_s) / 2))
+            wait = self._scaled(self.cfg.probe_timeout_s)
+            out.append(self.timers.set(("r", seq), now + (wait / 2 if self.lifeguard else wait)))
             return out
         if t is Nack:
             probe = self.probes.get(msg.seq)
@@ -878,6 +910,11 @@ class MembershipCore:
         if witness:
             self.stats["witness_probes"] += 1
         out.append(Send(target, self._msg(Ping(seq, target, self._piggyback(target, self._accusation(target))))))
+        if not self.lifeguard:
+            # plain SWIM: no early retry; at the timeout a retry (memberlist's TCP fallback) + k helpers
+            probe.stage = 1
+            out.append(self.timers.set(("p", seq), now + self.cfg.probe_timeout_s))
+            return
         out.append(self.timers.set(("p", seq), now + self._scaled(self.cfg.probe_timeout_s) / 2))
 
     def _probe_dead(self, now: float, out: list) -> None:
@@ -923,7 +960,7 @@ class MembershipCore:
             # still nothing: a third direct ping, and ask k helpers
             accusation = self._accusation(target)
             out.append(Send(target, self._msg(Ping(seq, target, self._piggyback(target, accusation)))))
-            helpers = self._pick_helpers(target, probe.helpers)
+            helpers = self._pick_helpers(target, probe.helpers if self.lifeguard else min(3, probe.helpers))
             witness = self.lifeguard and not probe.witness
             for h in helpers:
                 out.append(Send(h, self._msg(PingReq(seq, target, witness, self._piggyback(h, accusation)))))

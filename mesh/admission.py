@@ -580,7 +580,8 @@ _COUNTERS = (
     "proofs_served",  # challenges this peer answered
     "admitted",
     *(f"refused_{r}" for r in REASONS),
-    "frames_dropped_unadmitted",  # message frames from peers not (yet) admitted
+    "frames_dropped_unadmitted",  # message frames from peers refused or unknown to the gate
+    "frames_dropped_pending",  # message frames from peers whose admission is still being decided
     "sends_refused",  # frames the daemon did not send to a refused peer
     "requests_refused_unadmitted",  # mesh requests from peers not admitted
     "disconnects_refused",  # disconnected at once: a bad certificate
@@ -770,6 +771,12 @@ class AdmissionGate:
         """``allowed``, counting a drop: the daemon's receive loop calls this for every frame."""
         if self.allowed(peer_id):
             return True
+        st = self._peers.get(peer_id)
+        if st is not None and st.state == "pending":
+            # A member's first frames often race its admission: counted, not warned about (the
+            # warning, rate-limited per kind, would otherwise be spent on members at every start).
+            self._stats["frames_dropped_pending"] += 1
+            return False
         self._stats["frames_dropped_unadmitted"] += 1
         self._badlog.warning("frame-unadmitted", "dropped a frame from unadmitted peer %s", peer_id)
         return False

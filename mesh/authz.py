@@ -141,6 +141,14 @@ METHODS: dict[str, tuple[str, str]] = {
     "project.key": ("admin", "project"),
     "admission.revocations": ("admin", "mesh"),
     "ops.drain": ("admin", "mesh"),
+    # the names the daemon's services register and the CLI calls (without these a project
+    # client could not show its own job or list its artifacts: deny by default wants admin)
+    "job.show": ("read", "project"),
+    "job.rerun": ("submit", "project"),
+    "model.ls": ("read", "project"),
+    "blob.ls": ("read", "project"),
+    "blob.fetch": ("read", "project"),
+    "audit.keys": ("read", "mesh"),
 }
 
 #: Why a request was refused; each is a counter (``refused_<reason>``) in statistics().

@@ -22,7 +22,8 @@ Kinds (``FAULT_KINDS``) and what they do:
 ``partition``      cut side ``a`` from side ``b`` (default: everyone else);
                    ``symmetric = false`` cuts only a->b
 ``isolate_region`` cut a region from everyone else, both ways
-``clog``           hold every frame from/to the peers until ``for`` ends;
+``clog``           hold every frame from/to the peers until ``for`` ends
+                   (with ``to``: only frames from them to those peers);
                    with ``bandwidth_factor`` their links are that much slower
                    instead
 ``power_dip``      scale the peers' solar by ``solar_factor`` and their grid
@@ -141,6 +142,8 @@ def format_fault(f: Fault) -> str:
         extra = " symmetric" if p.get("symmetric", True) else " asymmetric a->b"
     elif f.kind == "clog" and p.get("bandwidth_factor"):
         extra = f" bandwidth/{p['bandwidth_factor']}"
+    elif f.kind == "clog" and f.peers_b:
+        extra = f" links to {_who(f.sites_b)} ({len(f.peers_b)})"
     elif f.kind == "power_dip":
         extra = f" solar x{p.get('solar_factor', 0.2)} grid x{p.get('grid_factor', 1.0)}"
     elif f.kind == "isolate_region":
@@ -302,10 +305,16 @@ class FaultInjector:
             self._cuts[n] = self.network.isolate(list(f.peers), label=f"fault {n}")
         elif k == "clog":
             self._need(self.network, "clog")
+            until = end if end is not None else now
             if p.get("bandwidth_factor"):
                 self.network.throttle(list(f.peers), float(p["bandwidth_factor"]))
+            elif f.peers_b:  # only the directed links from the peers to side b
+                for src in f.peers:
+                    for dst in f.peers_b:
+                        if src != dst:
+                            self.network.clog_link(src, dst, until)
             else:
-                self.network.clog(list(f.peers), end if end is not None else now)
+                self.network.clog(list(f.peers), until)
         elif k == "power_dip":
             if self.energy is None:
                 raise RuntimeError("a power_dip fault needs the energy model")
@@ -341,6 +350,8 @@ class FaultInjector:
                 self.network.heal(cut)
         elif k == "clog" and f.params.get("bandwidth_factor"):
             self.network.throttle(list(f.peers), 1.0)
+        elif k == "clog" and f.peers_b:
+            self.network.unclog_expired(sim.now)  # link clogs end by themselves; forget them
         # pause, slow, clog (hold) and power_dip end by themselves at end_s
         if self.active.pop(n, None) is not None and k in CONNECTIVITY_KINDS:
             self._conn_active -= 1

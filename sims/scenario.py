@@ -22,7 +22,8 @@ Fault selectors pick peers: ``peers = ["dc-0003-...", 17]`` (site names or
 indices), ``region = "West"`` / ``regions = [...]``, ``site_kind = "hpc"``,
 then ``count = 3`` or ``fraction = 0.1`` to draw that many of them from the
 seed. A partition takes ``a`` and ``b`` (each a selector table, or a region
-name); ``b`` defaults to everyone not in ``a``.
+name); ``b`` defaults to everyone not in ``a``. A clog with ``to`` (a
+selector or a region) holds only the links from its peers to those.
 
 Every problem in a scenario file is reported as one line that names the file,
 the key and what is expected (:class:`ScenarioError`), never a traceback.
@@ -313,7 +314,7 @@ _FAULT_PARAMS = {
     "clock": ("step", "drift_ppm"),
     "partition": ("a", "b", "symmetric"),
     "isolate_region": (),
-    "clog": ("bandwidth_factor",),
+    "clog": ("bandwidth_factor", "to"),
     "power_dip": ("solar_factor", "grid_factor"),
 }
 _NEEDS_FOR = {"pause", "slow", "clog", "power_dip", "partition", "isolate_region"}
@@ -399,6 +400,8 @@ def _parse_fault(i: int, data: Any) -> FaultSpec:
     elif kind == "clog":
         if t.has("bandwidth_factor"):
             params["bandwidth_factor"] = t.float("bandwidth_factor", lo=1.0, hi=1e6)
+            if t.has("to"):
+                raise ScenarioError(f"{where}.to: a bandwidth clog slows the peers' links; it takes no 'to'")
     elif kind == "power_dip":
         params["solar_factor"] = t.float("solar_factor", 0.2, lo=0.0, hi=1.0)
         params["grid_factor"] = t.float("grid_factor", 1.0, lo=0.0, hi=1.0)
@@ -414,6 +417,8 @@ def _parse_fault(i: int, data: Any) -> FaultSpec:
                 raise ScenarioError(f"{t.name(k)}: a partition selects its sides with a and b")
     else:
         select = _parse_select(t, _SELECT_KEYS)
+        if kind == "clog" and t.has("to"):
+            select_b = _parse_side(t.raw("to"), f"{where}.to")  # clog only the links from the peers to these
         if kind == "isolate_region":
             if list(select) != ["regions"] or len(select["regions"]) != 1:
                 raise ScenarioError(f"{where}.region: isolate_region needs exactly one region (region = \"West\")")
@@ -658,6 +663,10 @@ def resolve_faults(sc: Scenario, catalog: SiteCatalog, peer_ids: Sequence[str]) 
             params["b_label"] = (",".join(fs.select_b["regions"]) if fs.select_b and list(fs.select_b) == ["regions"]
                                  else ("everyone else" if fs.select_b is None else None))
             params = {k: v for k, v in params.items() if v is not None}
+            out.append(Fault(fs.at_s, fs.kind, peers, sites, fs.for_s, params, tuple(peer_ids[i] for i in idx_b),
+                             tuple(names[i] for i in idx_b), region))
+        elif fs.select_b is not None:  # a clog of the links from the peers to side b
+            idx_b = select(fs.select_b, fs.where + ".to", rng)
             out.append(Fault(fs.at_s, fs.kind, peers, sites, fs.for_s, params, tuple(peer_ids[i] for i in idx_b),
                              tuple(names[i] for i in idx_b), region))
         else:

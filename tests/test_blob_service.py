@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from arcnet.blobstore.replication import Fetch, Forward, RegionView, ReplicationConfig, ReplicationPlanner, target_regions
 from arcnet.blobstore.service import BlobConfig, host_of
-from arcnet.cli.client import Client
+from arcnet.cli.client import CliError, Client
 from arcnet.cli.localmesh import LocalMesh
 from arcnet.cli.main import cli
 from arcnet.mesh.identity import Identity
@@ -160,6 +160,10 @@ async def test_fetch_from_the_publisher_and_from_a_peer_that_fetched_it(mesh, cl
     out = mesh.work / "x.out"
     got = await client.call(c.addr, "blob.get", {"id": aid, "path": str(out)})
     assert got["size"] == len(data) and out.read_bytes() == data
+    for bad in (c.data_dir / "peer.key", "/proc/x.out"):  # the data directory, outside the path roots
+        with pytest.raises(CliError, match="forbidden"):
+            await client.call(c.addr, "blob.get", {"id": aid, "path": str(bad)})
+    assert (c.data_dir / "peer.key").stat().st_size < 1000
     stats = await client.call(c.addr, "statistics")
     assert stats["blob.chunks_verified"] >= 301 and stats["blob.bytes_in"] >= len(data)
 

@@ -335,3 +335,17 @@ def test_no_false_deaths_at_20_percent_loss():
     assert not [e for _, _, e in events if e.kind == "member.dead"]
     sus = [e for _, _, e in events if e.kind == "member.suspect"]
     assert sus, "at 20% loss suspicions do happen; they must all be refuted"
+
+
+def test_graceful_leave_is_announced_and_stops_the_core():
+    a = core(PEERS[0], PEERS)
+    a.start(0.0)
+    out = a.leave(1.0)
+    gossips = sends(out, Gossip)
+    assert gossips and not a.timers.names() and a.status_of(PEERS[0]) == "left"
+    assert a.on_message(1.5, PEERS[1], Ping(5, PEERS[0], b"")) == []
+    b = core(PEERS[1], PEERS)
+    b.start(0.0)
+    out_b = b.on_message(1.1, PEERS[0], gossips[0].msg)
+    assert emits(out_b, "member.left")[0].data["peer"] == PEERS[0]
+    assert b.status_of(PEERS[0]) == "left" and not b.is_alive(PEERS[0])

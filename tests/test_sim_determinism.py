@@ -55,6 +55,12 @@ SCENARIO = textwrap.dedent(
     kind = "isolate_region"
     region = "Central"
     for = "1m"
+    [[faults]]
+    at = "4m"
+    kind = "clog"
+    region = "West"
+    to = "East"
+    for = "30s"
     [faults_random]
     count = 6
     kinds = ["crash", "pause", "slow", "clog", "clock"]

@@ -200,6 +200,18 @@ def test_clog_holds_frames_until_it_clears_then_delivers_them():
     assert sim.counters["messages_lost"] == 0 and net.statistics()["held_clog"] > 0
 
 
+def test_clog_of_links_holds_only_those_directions():
+    sim, net, ids, _ = world()
+    inject(sim, net, Fault(5.5, "clog", (ids[0],), for_s=10.0, peers_b=(ids[1], ids[2])))
+    sim.run(40)
+    held = [now for now, s, _, sent in core(sim, ids[1]).got if s == ids[0] and 6 < sent < 15]
+    assert held and min(held) > 15.5
+    free = [now - sent for now, s, _, sent in core(sim, ids[3]).got if s == ids[0] and 6 < sent < 15]
+    back = [now - sent for now, s, _, sent in core(sim, ids[0]).got if s == ids[1] and 6 < sent < 15]
+    assert max(free) < 0.1 and max(back) < 0.1
+    assert net._link_clogs == {}  # forgotten once healed
+
+
 def test_clog_bandwidth_factor_slows_large_transfers():
     sim, net, ids, _ = world(interval_s=5.0, pad=1 << 20)
     inject(sim, net, Fault(12.0, "clog", (ids[0],), for_s=10.0, params={"bandwidth_factor": 100.0}))
