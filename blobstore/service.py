@@ -1278,7 +1278,8 @@ class BlobService:
                 await self._replicate_wake.wait()
             self._replicate_wake = trio.Event()
             await trio.sleep(0)  # let a burst of wake-ups settle
-            if self.gossip.leader_of(self.region) != self.me:
+            # a leader that is leaving (no longer alive in its own view) plans nothing
+            if self.gossip.leader_of(self.region) != self.me or not self.gossip.members.is_alive(self.me):
                 continue
             now = trio.current_time()
             for ins in self.planner.plan(now, self._region_view(now)):
