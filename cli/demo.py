@@ -185,7 +185,8 @@ class Demo:
                   "peer2 fetches the batch job's input from the peers that hold it, several at once,\n"
                   "each chunk verified by its BLAKE3 hash before it is stored.")
         blobs = self.call(4, "blob.ls")
-        rec = next((b for b in blobs.get("artifacts", []) if b.get("name", "").startswith("input:records")), None)
+        items = blobs.get("artifacts", []) if isinstance(blobs, dict) else blobs
+        rec = next((b for b in items if b.get("name", "").startswith("input:records")), None)
         if rec is not None:
             self.arcnet("blob", "get", rec["id"], "--peer", self.addr(1), "-o", str(self.root / "records-copy.npy"))
             same = (self.root / "records-copy.npy").read_bytes() == rin.read_bytes()

@@ -822,7 +822,7 @@ class MemoVerify:
     changes an answer.
     """
 
-    def __init__(self, entries_max: int = 200_000):
+    def __init__(self, entries_max: int = 100_000):
         from arcnet.mesh.identity import verify_peer
 
         self._verify = verify_peer
@@ -902,7 +902,8 @@ class Run:
         if sc.workload:
             self.workload = Workload(self.sim, sc.workload, energy=self.energy, site_peers=self.peer_ids,
                                      site_regions=[s.region for s in self.catalog.sites], seed=sc.seed, end_s=sc.duration_s)
-            GreedyPlacer(self.workload)
+            ids = self.peer_ids
+            GreedyPlacer(self.workload, latency_s=lambda a, b: self.network.one_way_s(ids[a], ids[b]))
         self.factory_state: dict[str, Any] = {}  # a factory's per-run shared state (configs, bootstrap records)
         self.verify = MemoVerify()
         if self.factory is gossip_factory:  # check [peer.options] before anything runs

@@ -15,9 +15,11 @@ the simulator: an oracle that sees every site's power headroom at once, puts
 a job on its entry site if it fits, else on the site of the entry region
 (then of any region) with the most headroom, else queues it FIFO and retries
 when a job finishes or every ``retry_s``. When a site crashes, its jobs go
-back to the queue (what custody will do). It is *not* the protocol -- no
-messages, no bids, instant global knowledge -- so its waits are a lower
-bound for what the real placement can do with the same sites and energy.
+back to the queue (what custody will do). A job starts after a decision
+time plus a request/answer round trip on the WAN between its entry site and
+the chosen one. It is *not* the protocol -- no messages, no bids, instant
+global knowledge -- so its waits are a lower bound for what the real
+placement can do with the same sites and energy.
 
 The hook for the real placement: a placer that submits each job to its
 entry peer's node (``node.on_event(now, Emit("job.submit", ...))``), hears
@@ -32,7 +34,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from .engine import Simulator, derive_seed
 
@@ -167,16 +169,19 @@ class Workload:
 
     # -- what placers call -------------------------------------------------
 
-    def start_job(self, job: Job, site: int, now: float) -> None:
+    def start_job(self, job: Job, site: int, now: float, delay_s: float = 0.0) -> None:
+        """``job`` runs on ``site`` from ``now + delay_s`` (its power is reserved from now)."""
         self.version += 1
         assert job.state == "queued", f"job {job.id} started twice"
         assert self.alive(site), f"job {job.id} placed on a dead site"
+        assert delay_s >= 0.0
         job.state = "running"
         job.site = site
+        start = now + delay_s
         if job.started_s is None:
-            self.record_wait(now - job.submitted_s)
+            self.record_wait(start - job.submitted_s)
             self.counts["started"] += 1
-        job.started_s = now
+        job.started_s = start
         self.counts["queued"] -= 1
         self.counts["running"] += 1
         self.jobs_run_by_site[site] += 1
@@ -184,7 +189,7 @@ class Workload:
         self.running_by_site[site] += 1
         self.energy.add_it_load(site, job.power_kw, now)
         attempt = job.attempt
-        self.sim.call_at(now + job.duration_s, lambda: self._done(job, attempt), "job done")
+        self.sim.call_at(start + job.duration_s, lambda: self._done(job, attempt), "job done")
 
     def record_wait(self, wait_s: float) -> None:
         if len(self.waits_s) < HISTORY_MAX:
@@ -243,9 +248,14 @@ class Workload:
 class GreedyPlacer:
     """Stand-in placement with global knowledge (see the module docstring). Not the protocol."""
 
-    def __init__(self, workload: Workload, *, retry_s: float = 30.0):
+    def __init__(self, workload: Workload, *, retry_s: float = 30.0, decision_s: float = 0.05,
+                 latency_s: Callable[[int, int], float] | None = None):
         self.w = workload
         self.retry_s = retry_s
+        # what a placement round costs before the job starts: a decision, plus a request/answer
+        # round trip between the entry site and the chosen one (``latency_s(a, b)``: one way, seconds)
+        self.decision_s = decision_s
+        self.latency_s = latency_s
         self.queue: deque[Job] = deque()
         self.retry_pending = False
         self.placed_local = 0
@@ -266,23 +276,27 @@ class GreedyPlacer:
                 best, best_h = i, h
         return best
 
+    def _delay(self, entry: int, site: int) -> float:
+        rtt = 0.0 if (self.latency_s is None or entry == site) else 2.0 * self.latency_s(entry, site)
+        return self.decision_s + rtt
+
     def _try(self, job: Job, now: float) -> bool:
         w = self.w
         e = job.entry
         if w.alive(e) and self._headroom(e, now) >= job.power_kw:
             self.placed_local += 1
-            w.start_job(job, e, now)
+            w.start_job(job, e, now, self._delay(e, e))
             return True
         region = w.site_regions[e]
         site = self._best(w._by_region[region], job.power_kw, now)
         if site is not None:
             self.placed_region += 1
-            w.start_job(job, site, now)
+            w.start_job(job, site, now, self._delay(e, site))
             return True
         site = self._best(range(len(w.site_peers)), job.power_kw, now)
         if site is not None:
             self.placed_remote += 1
-            w.start_job(job, site, now)
+            w.start_job(job, site, now, self._delay(e, site))
             return True
         return False
 
