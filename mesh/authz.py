@@ -149,6 +149,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "blob.ls": ("read", "project"),
     "blob.fetch": ("read", "project"),
     "audit.keys": ("read", "mesh"),
+    "blob.verify": ("admin", "mesh"),  # a scrub of this peer's whole store
+    "drain": ("admin", "mesh"),
+    "undrain": ("admin", "mesh"),
 }
 
 #: Why a request was refused; each is a counter (``refused_<reason>``) in statistics().
