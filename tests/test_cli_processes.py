@@ -133,3 +133,20 @@ def test_errors_are_one_line(mesh, tmp_path):
     bad.write_text("kind = 'online'\nmodle = 'x'\n")
     r = arcnet(mesh, "submit", str(bad), "--peer", mesh.peers[0].addr, check=False)
     assert r.returncode == 2 and "modle: unknown key" in r.stderr
+
+
+def test_join_starts_a_new_site_that_joins_and_takes_work(mesh, tmp_path):
+    import signal
+
+    dd = tmp_path / "site4"
+    r = arcnet(mesh, "join", "--bootstrap", mesh.peers[0].addr, "--data-dir", str(dd), "--region", "east",
+               timeout=180)
+    assert "ready:" in r.stdout
+    info = json.loads((dd / "run" / "peer.json").read_text())
+    try:
+        poll(lambda: any(m["peer_id"] == info["peer_id"] and m["state"] == "alive"
+                         for m in js(mesh, "peers", "--peer", mesh.peers[0].addr)["members"]))
+        assert js(mesh, "status", "--peer", info["addrs"][0])["draining"] is False
+    finally:
+        os.kill(info["pid"], signal.SIGTERM)
+        poll(lambda: not (dd / "run" / "peer.json").exists(), 30)
