@@ -44,6 +44,7 @@ from arcnet.runtime.catalog import Catalog, CatalogError, describe, entry_from_b
 from arcnet.runtime.executor import Executor, ExecutorConfig
 from arcnet.runtime.manifest import RunManifest, rerun
 from arcnet.runtime.runners import Job, JobError, RunContext, run_job
+from arcnet.blobstore.store import StoreError
 from arcnet.runtime.store import content_id
 
 from .core import Emit
@@ -95,11 +96,24 @@ class _BlobModels:
     def __init__(self, svc: "JobService"):
         self.svc = svc
 
+    def __contains__(self, model_id: str) -> bool:
+        """Held here, complete (the router prefers models a peer already has)."""
+        aid = self.svc.model_artifacts.get(model_id)
+        if aid is None:
+            return False
+        try:
+            return bool(self.svc.blobs.store.is_complete(bytes.fromhex(aid)))
+        except StoreError:
+            return False
+
     def get(self, model_id: str) -> bytes:
         aid = self.svc.model_artifacts.get(model_id)
         if aid is None:
             raise KeyError(model_id)
-        data = b"".join(self.svc.blobs.store.read_artifact(bytes.fromhex(aid)))
+        try:
+            data = b"".join(self.svc.blobs.store.read_artifact(bytes.fromhex(aid)))
+        except StoreError:  # known to the catalog, not (wholly) held here
+            raise KeyError(model_id) from None
         if content_id(data) != model_id:
             raise KeyError(model_id)
         return data

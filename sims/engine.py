@@ -68,6 +68,7 @@ __all__ = ["Network", "SimPeer", "SimpleNetwork", "Simulator", "derive_seed"]
 # heap entry kinds; the *_LATE twins were already deferred once for a slow peer
 # (ordered so the loop tests ranges: deliveries are the commonest event, then timers)
 _DELIVER, _DELIVER_LATE, _TIMER, _TIMER_LATE, _CALL = 0, 1, 2, 3, 4
+assert (_DELIVER, _DELIVER_LATE, _TIMER, _TIMER_LATE) == (0, 1, 2, 3)  # the run loop tests these as literals
 
 _heappush = heapq.heappush
 
@@ -385,13 +386,14 @@ class Simulator:
         decode = self.codec.decode
         apply = self._apply
         next_progress = self.now + progress_interval_s
+        batch_lines = TRACE_BATCH_LINES
         self._stopped = False
         try:
             while heap and heap[0][0] <= until:
                 at, _, kind, a, b, c, gen = pop(heap)
                 self.now = at
                 events += 1
-                if kind <= _DELIVER_LATE:
+                if kind <= 1:  # _DELIVER, _DELIVER_LATE (literals: no global lookups in the hot loop)
                     p = peers[a]
                     if gen != p.generation or not p.alive:
                         continue
@@ -400,7 +402,7 @@ class Simulator:
                         push(heap, (p.paused_until, self._seq, kind, a, b, c, gen))
                         counters["deferred_paused"] += 1
                         continue
-                    if kind == _DELIVER and p.slow_until > at and p.slow_s > 0.0:
+                    if p.slow_until > at and kind == 0 and p.slow_s > 0.0:  # 0: _DELIVER
                         self._seq += 1
                         push(heap, (at + p.slow_s, self._seq, _DELIVER_LATE, a, b, c, gen))
                         counters["deferred_slow"] += 1
@@ -419,7 +421,7 @@ class Simulator:
                         unrouted += 1
                         continue
                     apply(p, effects)
-                elif kind <= _TIMER_LATE:
+                elif kind <= 3:  # _TIMER, _TIMER_LATE
                     p = peers[a]
                     if gen != p.generation or not p.alive or p.timers.get(b) != c:
                         continue
@@ -433,7 +435,7 @@ class Simulator:
                         push(heap, (p.paused_until, self._seq, kind, a, b, due, gen))
                         counters["deferred_paused"] += 1
                         continue
-                    if kind == _TIMER and p.slow_until > at and p.slow_s > 0.0:
+                    if p.slow_until > at and kind == 2 and p.slow_s > 0.0:  # 2: _TIMER
                         later = at + p.slow_s
                         due = (later, c[1] if type(c) is tuple else c)
                         p.timers[b] = due
@@ -461,7 +463,7 @@ class Simulator:
                 else:
                     self._trace(f"call {b}")
                     a()
-                if len(tb) >= TRACE_BATCH_LINES:
+                if len(tb) >= batch_lines:
                     self._flush_trace()
                 if invariants:
                     for check in invariants:
@@ -488,14 +490,19 @@ class Simulator:
         on_effect = self.on_effect
         heap = self._heap
         push = _heappush
+        last_msg: Any = None  # one message sent to many peers (an eager push) is encoded once
+        data = b""
         for e in effects:
             t = type(e)
             if t is Send:
-                try:
-                    data = self.codec.encode(e.msg)
-                except WireError:
-                    self.counters["encode_errors"] += 1
-                    raise
+                msg = e.msg
+                if msg is not last_msg:
+                    try:
+                        data = self.codec.encode(msg)
+                    except WireError:
+                        self.counters["encode_errors"] += 1
+                        raise
+                    last_msg = msg
                 n = len(data)
                 p.messages_sent += 1
                 p.bytes_sent += n
