@@ -213,19 +213,30 @@ def clearsky_ghi(
     leap = np.asarray(times.is_leap_year)
     lts_concat = np.concatenate([lts[:, -1:], lts, lts[:, :1]], axis=1)  # (sites, 14)
     mid_leap, mid_noleap = _month_middles(2016), _month_middles(2015)
+    # SPA in two halves, each with pvlib's own functions: what depends on time only (sidereal
+    # time, the sun's geocentric right ascension and declination, the Earth-Sun distance) once
+    # per time point; the observer's part (hour angle, parallax, refraction) per site and time
+    # by broadcasting. Same operations as pvlib.spa.solar_position_numpy, ~30x less work.
+    v, alpha, delta = (np.asarray(x, dtype=float)[None, :] for x in spa.solar_position(
+        unix, 0.0, 0.0, 0.0, 1013.25, 12.0, delta_t, 0.5667, 1, sst=True))
+    (R,) = spa.solar_position(unix, 0.0, 0.0, 0.0, 1013.25, 12.0, delta_t, 0.5667, 1, esd=True)
+    xi = spa.equatorial_horizontal_parallax(np.asarray(R, dtype=float))[None, :]
     out = np.empty((len(lat), len(unix)))
     for s0 in range(0, len(lat), _SITES_PER_CHUNK):
         s1 = min(len(lat), s0 + _SITES_PER_CHUNK)
         n = s1 - s0
         shape = (n, len(unix))
-        U = np.broadcast_to(unix[None, :], shape).ravel()
-        LA = np.broadcast_to(lat[s0:s1, None], shape).ravel()
-        LO = np.broadcast_to(lon[s0:s1, None], shape).ravel()
-        AL = np.broadcast_to(alt[s0:s1, None], shape).ravel()
-        PR = np.broadcast_to(pressure_pa[s0:s1, None] / 100.0, shape).ravel()  # SPA takes hPa
-        DT = np.broadcast_to(delta_t[None, :], shape).ravel()
-        res = spa.solar_position(U, LA, LO, AL, PR, 12.0, DT, 0.5667, 1)
-        app_zen = np.asarray(res[0]).reshape(shape)
+        la, lo, el = lat[s0:s1, None], lon[s0:s1, None], alt[s0:s1, None]
+        H = spa.local_hour_angle(v, lo, alpha)
+        u = spa.uterm(la)
+        x = spa.xterm(u, la, el)
+        y = spa.yterm(u, la, el)
+        delta_alpha = spa.parallax_sun_right_ascension(x, xi, H, delta)
+        delta_prime = spa.topocentric_sun_declination(delta, x, y, xi, delta_alpha, H)
+        H_prime = spa.topocentric_local_hour_angle(H, delta_alpha)
+        e0 = spa.topocentric_elevation_angle_without_atmosphere(la, delta_prime, H_prime)
+        delta_e = spa.atmospheric_refraction_correction(pressure_pa[s0:s1, None] / 100.0, 12.0, e0, 0.5667)  # hPa
+        app_zen = np.broadcast_to(spa.topocentric_zenith_angle(spa.topocentric_elevation_angle(e0, delta_e)), shape)
         am_rel = atmosphere.get_relative_airmass(app_zen, "kastenyoung1989")
         am_abs = atmosphere.get_absolute_airmass(am_rel, pressure_pa[s0:s1, None])
         lt = np.empty(shape)

@@ -191,9 +191,9 @@ class Simulator:
         if trace_path:
             if str(trace_path).endswith(".gz"):
                 raw = gzip.open(trace_path, "wb", compresslevel=1)
-                self._trace_file = io.TextIOWrapper(raw, encoding="ascii", newline="\n")  # type: ignore[arg-type]
+                self._trace_file = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")  # type: ignore[arg-type]
             else:
-                self._trace_file = open(trace_path, "w", encoding="ascii", newline="\n")
+                self._trace_file = open(trace_path, "w", encoding="utf-8", newline="\n")
         self.on_effect = on_effect
         # called with (now, peer_id, emit) for every Emit: cheaper than on_effect for checkers and reports
         self.on_emit: Callable[[float, str, Emit], None] | None = None
@@ -459,7 +459,13 @@ class Simulator:
                             rc.clear()
                         rc[b] = text
                     tb_append("%.6f T %d %s\n" % (at, p.index, text))
-                    apply(p, p.node.on_timer(now_local, b))  # type: ignore[union-attr]
+                    node = p.node
+                    apply(p, node.on_timer(now_local, b))  # type: ignore[union-attr]
+                    # Ask for the next deadline as the daemon does after every step: cores' Timers
+                    # drop the stale entries of fired and moved timers only then, and a simulator
+                    # that never asked would let those heaps grow for the whole run.
+                    if p.node is node:
+                        node.next_deadline()  # type: ignore[union-attr]
                 else:
                     self._trace(f"call {b}")
                     a()

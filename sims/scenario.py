@@ -40,7 +40,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import inspect
 import math
 import random
 import re
@@ -1062,4 +1061,5 @@ class Run:
             "energy": self.energy.statistics(),
             "workload": self.workload.statistics() if self.workload is not None else {},
             "invariants": self.invariants.summary(),
+            "verify": self.verify.statistics(),
         }

@@ -51,7 +51,7 @@ def test_vectorised_clear_sky_matches_pvlib_over_a_day_for_several_sites():
     for k, (la, lo) in enumerate(zip(lats, lons)):
         for j in (10, 20, 30, 40):
             ref = pvlib_ghi(la, lo, start + timedelta(seconds=1800 * j))
-            assert ghi[k, j] == pytest.approx(ref, rel=0.01, abs=1.0)
+            assert ghi[k, j] == pytest.approx(ref, abs=0.5)  # the same computation as pvlib, split in two
 
 
 def test_night_has_no_sun_and_the_battery_carries_the_load_then_the_grid():

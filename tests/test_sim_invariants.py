@@ -1,7 +1,5 @@
 """Invariant checkers: split brain caught after convergence (not during a partition), lost jobs, membership."""
 
-import pytest
-
 from arcnet.mesh.core import Emit, Timers
 from arcnet.mesh.node import Node
 from arcnet.sims.invariants import InvariantViolation, MembershipConverged, NoJobLost, SingleLeaderPerRegion
