@@ -816,7 +816,7 @@ class StateCore:
         t = type(msg)
         out: list = []
         if t is StateDelta:
-            tops = self._apply_deltas(now, msg.scope, decode_deltas(msg.deltas), out)
+            tops = self._apply_deltas(now, msg.scope, decode_deltas(msg.deltas), out, sender)
             if msg.ack:
                 for owner, top in tops:
                     out.append(Send(sender, self._msg(StateAck(owner, top))))
@@ -846,7 +846,7 @@ class StateCore:
             scope = msg.scope
             if scope not in (REGION, GLOBAL):
                 raise _bad("unknown scope")
-            self._apply_deltas(now, scope, decode_deltas(msg.deltas), out)
+            self._apply_deltas(now, scope, decode_deltas(msg.deltas), out, sender)
             want = decode_digest(msg.want)
             if want:
                 blobs = self._deltas_for(scope, [(self._prefix[scope].get(p), v) for p, v in want])
@@ -1001,8 +1001,12 @@ class StateCore:
             self._prefix[REGION][peer[PREFIX]] = peer
         return o
 
-    def _apply_deltas(self, now: float, scope: int, deltas: tuple, out: list) -> list[tuple[str, int]]:
-        """Merge deltas; returns (owner, version now held) for each owner touched."""
+    def _apply_deltas(self, now: float, scope: int, deltas: tuple, out: list, sender: str = "") -> list[tuple[str, int]]:
+        """Merge deltas; returns (owner, version now held) for each owner touched.
+
+        A forged entry (not signed by its owner) is counted and reported as a
+        ``state.forged`` event naming the peer that sent it, for the operator's log.
+        """
         tops: list[tuple[str, int]] = []
         stats = self.stats
         verify = self.verify
@@ -1036,6 +1040,7 @@ class StateCore:
                     continue
                 if not verify(owner, signed_bytes(owner, key, ver, val), sig):
                     stats["updates_forged"] += 1
+                    out.append(Emit("state.forged", {"sender": sender, "owner": owner, "key": key, "version": ver}))
                     break  # what follows cannot extend a verified prefix
                 try:
                     plain = _check_value(key, _unpack(val))

@@ -15,6 +15,7 @@ from typing import Any
 from arcnet import __version__
 from arcnet.gossip.stack import GossipConfig, build_gossip_node, gossip_of
 
+from .logs import RateLimitedLog
 from .node import Node
 from .peer import PeerContext, PeerDaemon, Service
 
@@ -91,11 +92,19 @@ class GossipService(Service):
         daemon.on_event("member.alive", self._log_member)
         daemon.on_event("member.dead", self._log_member)
         daemon.on_event("leader.changed", self._log_leader)
+        daemon.on_event("state.forged", self._log_forged)
+        self._badlog = RateLimitedLog(log)
 
     def _log_member(self, now: float, ev: Any) -> None:
         d = ev.data
         log.info("%s %s (region %s, incarnation %s)", ev.kind, d.get("peer", "?")[-8:], d.get("region", "?"),
                  d.get("incarnation", "?"))
+
+    def _log_forged(self, now: float, ev: Any) -> None:
+        d = ev.data
+        self._badlog.warning("state-forged", "rejected a forged state update from %s: %s of %s (version %s) is not "
+                             "signed by its owner", d.get("sender", "?"), d.get("key", "?"), d.get("owner", "?"),
+                             d.get("version", "?"))
 
     def _log_leader(self, now: float, ev: Any) -> None:
         d = ev.data

@@ -371,8 +371,6 @@ async def test_forged_state_update_is_rejected_and_counted(sec, ops):
     await members_intact(ops, sec)
 
 
-@pytest.mark.xfail(strict=True, reason="the state core counts forged updates (state.updates_forged) but nothing "
-                                       "logs them; see the proposed state.forged event")
 async def test_forged_state_update_is_logged(sec):
     forger = getattr(sec, "forger", None)
     if forger is None:
