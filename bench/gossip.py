@@ -34,7 +34,7 @@ Tasks per seed, each in its own world:
   only core whose messages can kill a member; the state core's traffic does
   not change its decisions): false deaths per 1,000 peer-hours with 4% slow
   peers and 10% loss, the same without Lifeguard, and with 20% loss alone.
-  A slow peer, every Exp(mean 10 s), either stalls (``Simulator.pause``)
+  A slow peer, Exp(mean 10 s) after its last trouble ended, either stalls (``Simulator.pause``)
   for U(0.1, 1.0) s, or runs starved (``Simulator.slow``: every message and
   timer U(0.05, 0.3) s late) for U(2, 10) s, or has its network clogged
   (``WanNetwork.clog``: its frames held, its timers on time -- it misses
@@ -450,16 +450,20 @@ def _finish(w: World, out: dict[str, Any], t0: float, build_s: float) -> dict[st
 
 
 def _slow_loop(w: World, pid: str, rng: random.Random) -> None:
-    """One slow peer's troubles: a stall, a starved spell, or a clogged network, every ~10 s."""
+    """One slow peer's troubles: a stall, a starved spell, or a clogged network; the next
+    one Exp(mean 10 s) after this one ends (overlapping stalls would add up to an outage)."""
     sim = w.sim
     r = rng.random()
     if r < 1 / 3:
-        sim.pause(pid, sim.now + rng.uniform(0.1, 1.0))  # GC pause, stopped process
+        end = sim.now + rng.uniform(0.1, 1.0)
+        sim.pause(pid, end)  # GC pause, stopped process
     elif r < 2 / 3:
-        sim.slow(pid, rng.uniform(0.05, 0.3), sim.now + rng.uniform(2.0, 10.0))  # starved CPU: all late
+        end = sim.now + rng.uniform(2.0, 10.0)
+        sim.slow(pid, rng.uniform(0.05, 0.3), end)  # starved CPU: every message and timer late
     else:
-        w.wan.clog([pid], sim.now + rng.uniform(0.2, 1.0))  # its frames held, its timers on time
-    sim.call_at(sim.now + rng.expovariate(1 / 10.0), lambda: _slow_loop(w, pid, rng))
+        end = sim.now + rng.uniform(0.2, 1.0)
+        w.wan.clog([pid], end)  # its frames held, its timers on time
+    sim.call_at(end + rng.expovariate(1 / 10.0), lambda: _slow_loop(w, pid, rng))
 
 
 def task_false_deaths(seed: int, n: int, region_size: int, quick: bool, large: bool, kind: str) -> dict[str, Any]:
@@ -577,7 +581,13 @@ def aggregate(results: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "regions_split_leaders": sum(r.get("regions_split_leaders", 0) for r in full),
     }
     lg, pl = out["false_deaths_per_1000_peer_hours"], out["plain_swim_false_deaths_per_1000_peer_hours"]
-    out["plain_over_lifeguard"] = (pl / lg) if lg else (math.inf if pl else None)
+    hours = out["false_death_peer_hours"]["fd_lifeguard"]
+    # with no false death observed, the ratio is a lower bound: as if one had happened
+    out["plain_over_lifeguard_is_lower_bound"] = bool(hours) and not lg
+    if pl is None or not hours:
+        out["plain_over_lifeguard"] = None
+    else:
+        out["plain_over_lifeguard"] = pl / (lg if lg else 1000.0 / hours)
     return out
 
 

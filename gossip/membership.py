@@ -98,7 +98,6 @@ coordinates; memberlist's full-state TCP push-pull.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 import random
 from dataclasses import dataclass
@@ -328,6 +327,12 @@ class MembershipConfig:
     sync_pages_max: int = 4
     """Pages a seed returns per join request (bounded burst)."""
 
+    mass_suspicion_fraction: float = 0.02
+    """With more than max(4, this * N) suspicions pending at once, witness
+    and last-chance probes are skipped: that many at once is a partition or
+    a mass failure, not a lossy path, and probing every suspect again would
+    cost O(N) messages per peer. 20 at 1,000 members, 200 at 10,000."""
+
     fresh_evidence_s: float = 1.5
     """A death declared by others about a member we heard from directly
     within this many seconds becomes a suspicion here instead (Lifeguard
@@ -444,10 +449,6 @@ class _Broadcast:
         self.order = order
 
 
-def _bcast_key(b: _Broadcast) -> tuple[int, int]:
-    return (b.transmits, -b.order)
-
-
 # --------------------------------------------------------------------------
 # the core
 
@@ -501,6 +502,7 @@ class MembershipCore:
         self.probing: dict[str, int] = {}
         self.relays: dict[int, list] = {}  # seq -> [origin, origin seq, target, witness, stage]
         self.queue: dict[str, _Broadcast] = {}  # subject -> newest update about it
+        self._buckets: list[dict[str, _Broadcast]] = [{}]  # by transmit count, each in queue order
         self._order = 0
         self._seq = 0
         self._round = 0
@@ -1025,10 +1027,14 @@ class MembershipCore:
         del self.relays[seq]
         if self.lifeguard:
             out.append(Send(origin, self._msg(Nack(oseq))))
-            if witness and self.is_alive(target) and target not in self.probing:
+            if witness and self.is_alive(target) and target not in self.probing and not self._mass():
                 if len(self.probes) < self.cfg.probes_inflight_max:
                     self._start_probe(now, target, True, out)
         return out
+
+    def _mass(self) -> bool:
+        """Many suspicions at once: a partition or a mass failure (see mass_suspicion_fraction)."""
+        return len(self.suspicions) > max(4, self.cfg.mass_suspicion_fraction * self.n())
 
     def _lhm_add(self, delta: int) -> None:
         v = self.lhm + delta
@@ -1086,7 +1092,7 @@ class MembershipCore:
             self.suspicions.pop(peer, None)
             return []
         out: list = []
-        if self.lifeguard and not s.checked and len(s.confirmers) - 1 < self.cfg.suspicion_confirmations:
+        if self.lifeguard and not s.checked and len(s.confirmers) - 1 < self.cfg.suspicion_confirmations and not self._mass():
             # Unconfirmed: before declaring a death on our own, probe the suspect once
             # more (with the suspicion first in the ping). A member whose refutation we
             # missed answers with its new incarnation; a crashed one stays silent.
@@ -1293,23 +1299,48 @@ class MembershipCore:
     # dissemination
 
     def _queue(self, u: Update) -> None:
+        """Queue news for dissemination; newer news about the same member replaces older."""
         self._order += 1
         q = self.queue
-        q.pop(u[1], None)  # newer news about the same member replaces older
-        q[u[1]] = _Broadcast(u, encode_update(u), self._order)
+        old = q.pop(u[1], None)
+        if old is not None:
+            self._buckets[old.transmits].pop(u[1], None)
+        b = _Broadcast(u, encode_update(u), self._order)
+        q[u[1]] = b
+        self._buckets[0][u[1]] = b
         if len(q) > self.cfg.broadcast_queue_max:
-            worst = max(q.values(), key=_bcast_key)
-            del q[worst.update[1]]
-            self.stats["broadcasts_dropped"] += 1
+            for bucket in reversed(self._buckets):  # drop the most-sent, oldest first
+                if bucket:
+                    peer = next(iter(bucket))
+                    del bucket[peer]
+                    del q[peer]
+                    self.stats["broadcasts_dropped"] += 1
+                    break
 
     def _transmit_limit(self) -> int:
         return self.cfg.retransmit_mult * max(1, math.ceil(math.log10(self.n() + 1)))
 
+    def _sent(self, b: _Broadcast, limit: int) -> None:
+        """Count one transmission of ``b``: move it up a bucket, or retire it at the limit."""
+        peer = b.update[1]
+        buckets = self._buckets
+        del buckets[b.transmits][peer]
+        b.transmits += 1
+        if b.transmits >= limit:
+            del self.queue[peer]
+            return
+        while len(buckets) <= b.transmits:
+            buckets.append({})
+        buckets[b.transmits][peer] = b
+
     def _piggyback(self, to: str | None, first: Sequence[Update] = ()) -> bytes:
-        """The update blob for one message: fewest-sent first, within the byte budget.
+        """The update blob for one message: fewest-sent first (newest first among
+        equals), within the byte budget.
 
         ``first`` (a buddy-system suspicion, a dead notice) always goes first;
         with Lifeguard so does queued news that accuses the receiver itself.
+        The queue is kept in buckets by transmit count, so building a message
+        costs what it takes, not the length of the queue.
         """
         q = self.queue
         if not first and not q:
@@ -1325,40 +1356,38 @@ class MembershipCore:
         if not q:
             return _blob(encs)
         limit = self._transmit_limit()
-        done: list[str] = []
+        chosen: list[_Broadcast] = []
         if to is not None and skip is None and self.lifeguard:
             b = q.get(to)
             if b is not None and b.update[0] != ALIVE:
                 encs.append(b.enc)
                 budget -= len(b.enc)
-                b.transmits += 1
-                if b.transmits >= limit:
-                    done.append(to)
+                chosen.append(b)
                 skip = to
-        if len(q) <= 1:
-            items = list(q.values())
-        elif len(q) <= 2 * UPDATES_MAX:
-            items = sorted(q.values(), key=_bcast_key)
-        else:
-            items = heapq.nsmallest(2 * UPDATES_MAX, q.values(), key=_bcast_key)
-        for b in items:
-            size = len(b.enc)
-            if size > budget:
-                if budget < 64:
-                    break
-                continue
-            peer = b.update[1]
-            if peer == skip:
-                continue
-            encs.append(b.enc)
-            budget -= size
-            b.transmits += 1
-            if b.transmits >= limit:
-                done.append(peer)
-            if len(encs) >= UPDATES_MAX:
+        full = False
+        misses = 0
+        for bucket in self._buckets:
+            if full:
                 break
-        for p in done:
-            del q[p]
+            for peer in reversed(bucket):
+                b = bucket[peer]
+                size = len(b.enc)
+                if size > budget:
+                    misses += 1
+                    if budget < 64 or misses >= 8:  # nearly full: stop looking for a small one
+                        full = True
+                        break
+                    continue
+                if peer == skip:
+                    continue
+                encs.append(b.enc)
+                budget -= size
+                chosen.append(b)
+                if len(encs) >= UPDATES_MAX:
+                    full = True
+                    break
+        for b in chosen:
+            self._sent(b, limit)
         return _blob(encs)
 
     def _gossip_tick(self, now: float) -> list:

@@ -1070,6 +1070,14 @@ class StateCore:
                 self._prefix[REGION][owner[PREFIX]] = owner
             if top > o.maxv[scope]:
                 o.maxv[scope] = top
+            if scope == GLOBAL and "summary" not in o.keys:
+                # its summary was evicted (an older epoch of a region): forget it entirely
+                o.maxv[GLOBAL] = 0
+                self._prefix[GLOBAL].pop(owner[PREFIX], None)
+                if not o.keys and owner in self.owners and o.region != self.region:
+                    del self.owners[owner]
+                tops.append((owner, 0))
+                continue
             if changed:
                 o.flat = None
                 if not o.region:
@@ -1111,6 +1119,8 @@ class StateCore:
                 if e is not None:
                     o.maxv[GLOBAL] = 0
                     self._prefix[GLOBAL].pop(s[0][PREFIX], None)
+                    if not o.keys and o.region != self.region:
+                        del self.owners[s[0]]
 
     def _prune(self, now: float) -> None:
         """Drop the state of owners dead for dead_state_retain_s, and of strangers."""
@@ -1119,6 +1129,10 @@ class StateCore:
         acked = self._acked
         for p in [p for p in acked if not self.membership.is_alive(p)]:
             del acked[p]
+        if drop:
+            gone = set(drop)
+            for region, lst in list(self._summaries.items()):
+                self._summaries[region] = [x for x in lst if x[0] not in gone]
         for p in drop:
             o = self.owners.pop(p)
             self._prefix[REGION].pop(p[PREFIX], None)
@@ -1134,7 +1148,9 @@ class StateCore:
         if scope == REGION:
             region = self.region
             return [p for p, o in self.owners.items() if o.region == region and o.dead_since is None and o.maxv[REGION]]
-        return [p for p, o in self.owners.items() if o.maxv[GLOBAL] and o.dead_since is None]
+        # the summaries kept: at most summaries_per_region_max per region, so digests stay bounded
+        owners = self.owners
+        return [s[0] for lst in self._summaries.values() for s in lst if s[0] in owners and owners[s[0]].dead_since is None]
 
     def _syn(self, peer: str, scope: int) -> Send:
         """A digest of up to digest_entries_max owners: the next range of a rotating prefix cursor."""

@@ -136,3 +136,33 @@ def test_trace_identical_across_hash_seeds():
         assert r.returncode == 0, r.stderr
         outs.add(r.stdout.strip())
     assert len(outs) == 1
+
+
+class EventCore(PingCore):
+    def on_event(self, now, event):
+        if event.kind == "poke":
+            return [Persist("poked", b"1"), Emit("poked", {"at": now})]
+        return []
+
+
+def test_deliver_event_runs_the_nodes_effects_and_skips_dead_peers():
+    sim = Simulator(8)
+    peers = ids(3)
+    for pid in peers:
+        sim.add_peer(pid, lambda p: Node(p.peer_id, {"eping": EventCore(p.peer_id, peers, p.rng, p.disk)}))
+    sim.keep_events = True
+    sim.run(2)
+    assert sim.deliver_event(peers[0], Emit("poke"))
+    assert sim.peers[peers[0]].disk["poked"] == b"1"
+    assert [e.kind for _, pid, e in sim.events if pid == peers[0] and e.kind == "poked"] == ["poked"]
+    sim.crash(peers[1])
+    assert not sim.deliver_event(peers[1], Emit("poke"))
+
+
+def test_core_timer_heaps_stay_bounded_on_long_runs():
+    # the driver asks for next_deadline() after every timer, as the daemon does, so the cores'
+    # lazy-deletion Timers heaps shed fired entries instead of growing for the whole run
+    sim, peers = build(9, 20)
+    sim.run(2000)
+    assert max(len(sim.peers[p].node.cores["eping"].t._heap) for p in peers) <= 2
+    assert sim.pending_events() < 20 * 4

@@ -179,7 +179,7 @@ def test_cli_failing_invariant_prints_the_seed_and_the_exact_command(tmp_path):
     spec = f"{__name__}:split_brain_factory"  # importable however pytest named this module
     r = CliRunner().invoke(sim_group, ["run", str(p), "-o", str(tmp_path / "o"), "--factory", spec, "--no-plots", "--quiet"])
     assert r.exit_code == 1, r.output
-    assert "INVARIANT VIOLATED single_leader_per_region at 00:00:30" in r.output
+    assert "INVARIANT VIOLATED single_leader_per_region at 00:01:00" in r.output  # converged at 30 s, split for 30 s more
     assert f"seed 5; reproduce: arcnet sim run {p} --seed 5 --factory {spec} -o {tmp_path / 'o'}" in r.output
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert not rep["ok"] and "leaders" in rep["violation"]
