@@ -343,14 +343,7 @@ class PlacementSim:
 
     def inject(self, pid: str, ev: Emit) -> None:
         """Hand an outside event to a peer's node now (a control request, a membership event)."""
-        p = self.sim.peers[pid]
-        if not p.alive or p.node is None:
-            return
-        inject = getattr(self.sim, "inject", None)
-        if inject is not None:
-            inject(pid, ev)
-        else:  # the engine has no public injection yet: apply as the engine does
-            self.sim._apply(p, p.node.on_event(self.sim.now, ev))
+        self.sim.deliver_event(pid, ev)
 
     def submit(self, at: float, entry: str, spec) -> None:
         from .core import submit_event
