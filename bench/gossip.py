@@ -112,24 +112,18 @@ class Lossy(Network):
 
 
 def tile_regions(sites: list, region_size: int) -> list[str]:
-    """Geographic regions of about ``region_size`` sites: longitude strips cut by latitude."""
+    """Geographic regions of about ``region_size`` sites: longitude strips cut by latitude.
+
+    The tiling is ``arcnet.sims.geo.tile_labels`` in its ``region_size`` form
+    (each strip cut into ``round(len / region_size)`` runs), named ``g000``,
+    ``g001``, ... as the benchmark's figures have always been.
+    """
+    from arcnet.sims.geo import tile_labels
+
     n = len(sites)
     count = max(1, round(n / region_size))
-    strips = max(1, round(math.sqrt(count)))
-    order = sorted(range(n), key=lambda i: (sites[i].longitude, sites[i].latitude, i))
-    labels = [""] * n
-    per_strip = math.ceil(n / strips)
-    r = 0
-    for s in range(strips):
-        strip = order[s * per_strip : (s + 1) * per_strip]
-        strip.sort(key=lambda i: (sites[i].latitude, sites[i].longitude, i))
-        k = max(1, round(len(strip) / region_size))
-        size = math.ceil(len(strip) / k)
-        for j in range(k):
-            for i in strip[j * size : (j + 1) * size]:
-                labels[i] = f"g{r:03d}"
-            r += 1
-    return labels
+    labels = tile_labels([(s.latitude, s.longitude) for s in sites], count, region_size=region_size)
+    return [f"g{r:03d}" for r in labels]
 
 
 class World:

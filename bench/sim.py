@@ -9,10 +9,14 @@
 Figures:
 
 * ``events_per_s`` -- the driver with the toy core on the WAN model and the
-  energy samplers (1,000 peers, 2 virtual minutes), events per CPU second
+  energy samplers (1,000 peers in 3 regions, 2 virtual minutes), events per CPU second
   and per wall second; beside it, in the same process, the foundation's
   setup (SimpleNetwork, a ping core, no energy) as a baseline;
-* ``wall_s_1000_peers_1h`` -- a 1,000-peer mesh in 3 regions with a
+* ``wall_s_1000_peers_1h`` -- a 1,000-peer mesh in regions of about 50
+  sites (``region_size = 50``, tiles: 20 regions at 1,000 peers, 200 at
+  10,000 -- metro or grid areas, the regime the gossip design is for: full
+  state inside a region, summaries across, so per-peer cost follows the
+  region size, not N) with a
   Poisson workload, one virtual hour, run by the node factory named in
   ``factory`` (the real gossip stack when ``arcnet.gossip.stack`` exists,
   else the toy core -- the JSON says which); ``extrapolated_1000`` is true
@@ -48,13 +52,18 @@ def _gossip_available() -> bool:
         return False
 
 
-def _scenario(peers: int, duration_s: float, factory: str, seed: int) -> dict:
+REGION_SIZE = 50  # sites per region in the mesh-size runs (the gossip design's regime)
+
+
+def _scenario(peers: int, duration_s: float, factory: str, seed: int, regions: int | None = None) -> dict:
+    """The benchmark mesh: regions of about ``REGION_SIZE`` sites, or ``regions`` (the old 3) when given."""
+    grouping = {"regions": regions} if regions is not None else {"region_size": REGION_SIZE}
     return {
         "name": f"bench-{peers}",
         "seed": seed,
         "start": "2025-06-21T15:00:00Z",
         "duration": max(duration_s, 1.0),
-        "sites": {"count": peers, "regions": 3, "hpc": max(1, peers // 300), "edge": peers // 10},
+        "sites": {"count": peers, **grouping, "hpc": max(1, peers // 300), "edge": peers // 10},
         "network": {"loss": 0.001},
         "peer": {"factory": factory, "start_spread": "30s"},
         "report": {"sample_interval": "5m", "trace": False, "plots": False},
@@ -124,7 +133,7 @@ def events_per_s(peers: int = 1000, virtual_s: float = 120.0) -> dict:
     from arcnet.sims.scenario import Run, parse_scenario
     from arcnet.sims.toy import ToyCore
 
-    sc = parse_scenario(_scenario(peers, virtual_s, "toy", 3) | {"workload": []}, "bench-events")
+    sc = parse_scenario(_scenario(peers, virtual_s, "toy", 3, regions=3) | {"workload": []}, "bench-events")
     run = Run(sc)
     t0, c0 = time.perf_counter(), time.process_time()
     res = run.run()

@@ -12,9 +12,14 @@ function of its seed and its :class:`SiteSpec`:
    gets a second site a few kilometres away;
 2. sites are grouped into regions: for three regions by time zone (West =
    Pacific and Mountain, Central, East -- the grid and operations split
-   operators use), otherwise by k-means on their positions on the unit
+   operators use), for 4 to 12 by k-means on their positions on the unit
    sphere, started from longitude quantiles so that the result does not
-   depend on a random start, and named west to east;
+   depend on a random start, and named west to east; for more (up to 1,000,
+   and never more than the sites) by tiles: longitude strips, each cut by
+   latitude into regions of near-equal site counts, named ``T001``,
+   ``T002``, ... west to east (south to north within a strip) -- metro or
+   grid areas of a few dozen sites, the regime the gossip design is for
+   (full state inside a region, summaries across regions);
 3. each site gets a class and a size: the most populous ``hpc`` sites are
    HPC "brain" sites (10 MW class), ``edge`` sites drawn at random are small
    edge instruments (tens of kW), and the rest are the modular 1 MW class.
@@ -47,10 +52,15 @@ __all__ = [
     "SiteSpec",
     "build_catalog",
     "great_circle_km",
+    "tile_labels",
     "us_cities",
 ]
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
+
+REGIONS_MAX_CLUSTERED = 12  # timezone / kmeans
+REGIONS_MAX_TILES = 1000  # tiles
+REGION_METHODS = ("auto", "kmeans", "timezone", "tiles")
 
 # IT envelope (kW), PV (kWp per kW of IT), battery (hours at IT power),
 # grid import (x IT power), access link (Gbit/s): (low, high) ranges drawn per site.
@@ -137,9 +147,10 @@ class SiteSpec:
     """What catalog to build. Every field has a unit-free default that gives the issue's mesh."""
 
     count: int = 1000  # sites
-    regions: int = 3  # number of regions (1..12)
+    regions: int = 3  # number of regions (1..12; up to 1000 and at most count with "tiles")
     # "timezone" (West = Pacific + Mountain, Central, East), "kmeans" (geographic clusters),
-    # or "auto": timezone for 3 regions, kmeans otherwise
+    # "tiles" (longitude strips cut by latitude, near-equal sizes), or "auto": timezone for
+    # 3 regions, kmeans for the others up to 12, tiles above 12
     region_method: str = "auto"
     region_names: tuple[str, ...] | None = None  # west to east; default from REGION_NAMES
     hpc: int = 0  # HPC sites (the most populous cities drawn)
@@ -151,10 +162,16 @@ class SiteSpec:
     def __post_init__(self) -> None:
         if not 1 <= self.count <= 100_000:
             raise ValueError(f"count must be in 1..100000, got {self.count}")
-        if not 1 <= self.regions <= 12:
-            raise ValueError(f"regions must be in 1..12, got {self.regions}")
-        if self.region_method not in ("auto", "kmeans", "timezone"):
-            raise ValueError(f"region_method must be 'auto', 'kmeans' or 'timezone', got {self.region_method!r}")
+        if self.region_method not in REGION_METHODS:
+            raise ValueError(f"region_method must be 'auto', 'kmeans', 'timezone' or 'tiles', got {self.region_method!r}")
+        if self.region_method in ("auto", "tiles"):
+            if not 1 <= self.regions <= REGIONS_MAX_TILES:
+                raise ValueError(f"regions must be in 1..{REGIONS_MAX_TILES}, got {self.regions}")
+            if (self.region_method == "tiles" or self.regions > REGIONS_MAX_CLUSTERED) and self.regions > self.count:
+                raise ValueError(f"regions ({self.regions}) must be at most count ({self.count}) with tiles")
+        elif not 1 <= self.regions <= REGIONS_MAX_CLUSTERED:
+            raise ValueError(f"regions must be in 1..{REGIONS_MAX_CLUSTERED} with region_method "
+                             f"{self.region_method!r} (up to {REGIONS_MAX_TILES} with 'tiles'), got {self.regions}")
         if self.region_method == "timezone" and self.regions != 3:
             raise ValueError("region_method 'timezone' makes exactly 3 regions (West, Central, East)")
         if self.hpc < 0 or self.edge < 0 or self.hpc + self.edge > self.count:
@@ -325,6 +342,61 @@ def _kmeans_regions(points: list[tuple[float, float]], k: int, iterations: int =
     return [renumber[lab] for lab in labels]
 
 
+def tile_labels(points: Sequence[tuple[float, float]], regions: int, region_size: int | None = None) -> list[int]:
+    """Tile (lat, lon) points into regions: longitude strips, each cut by latitude.
+
+    ``round(sqrt(regions))`` strips of ``ceil(n / strips)`` points each, west
+    to east; the points of a strip sorted south to north and cut into
+    consecutive runs. Labels are numbered in that order (west to east, south
+    to north within a strip). Ties are broken by index, so the result is a
+    pure function of the points.
+
+    With ``regions`` alone, exactly ``min(regions, n)`` non-empty regions:
+    the regions are shared among the strips by size (largest remainder, at
+    least one per strip) and a strip's points split as evenly as possible.
+    With ``region_size`` (the benchmarks' original form), each strip gets
+    ``round(len / region_size)`` runs of ``ceil(len / runs)`` points, so
+    the total can differ from ``regions`` by a few.
+    """
+    n = len(points)
+    if n == 0:
+        return []
+    regions = max(1, min(regions, n)) if region_size is None else max(1, regions)
+    strips = max(1, round(math.sqrt(regions)))
+    order = sorted(range(n), key=lambda i: (points[i][1], points[i][0], i))
+    per_strip = math.ceil(n / strips)
+    chunks = [order[s * per_strip : (s + 1) * per_strip] for s in range(strips)]
+    chunks = [c for c in chunks if c] if region_size is None else chunks
+    if region_size is None:
+        # share `regions` among the strips by size: at least 1 each, at most the strip's points
+        quotas = [regions * len(c) / n for c in chunks]
+        ks = [min(len(c), max(1, math.floor(q))) for c, q in zip(chunks, quotas)]
+        while sum(ks) < regions:
+            j = max((j for j in range(len(chunks)) if ks[j] < len(chunks[j])),
+                    key=lambda j: (quotas[j] - ks[j], -j))
+            ks[j] += 1
+        while sum(ks) > regions:
+            j = max((j for j in range(len(chunks)) if ks[j] > 1), key=lambda j: (ks[j] - quotas[j], j))
+            ks[j] -= 1
+    labels = [0] * n
+    r = 0
+    for s, strip in enumerate(chunks):
+        strip.sort(key=lambda i: (points[i][0], points[i][1], i))
+        m = len(strip)
+        if region_size is None:
+            k = ks[s]
+            bounds = [j * m // k for j in range(k + 1)]
+        else:
+            k = max(1, round(m / region_size))
+            size = math.ceil(m / k)
+            bounds = [min(m, j * size) for j in range(k + 1)]
+        for j in range(k):
+            for i in strip[bounds[j] : bounds[j + 1]]:
+                labels[i] = r
+            r += 1
+    return labels
+
+
 def _uniform(rng: random.Random, lo_hi: tuple[float, float]) -> float:
     lo, hi = lo_hi
     return lo if lo == hi else lo + (hi - lo) * rng.random()
@@ -349,12 +421,21 @@ def build_catalog(seed: int, spec: SiteSpec | None = None, **kw) -> SiteCatalog:
             lon += (dist_km / (111.2 * max(0.2, math.cos(math.radians(lat))))) * math.sin(bearing)
         positions.append((round(lat, 5), round(lon, 5)))
 
-    names = list(spec.region_names or REGION_NAMES.get(spec.regions) or [f"R{i + 1}" for i in range(spec.regions)])
     method = spec.region_method
     if method == "auto":
-        method = "timezone" if spec.regions == 3 and spec.region_names is None else "kmeans"
+        if spec.regions > REGIONS_MAX_CLUSTERED:
+            method = "tiles"
+        else:
+            method = "timezone" if spec.regions == 3 and spec.region_names is None else "kmeans"
+    if method == "tiles":
+        width = max(3, len(str(spec.regions)))
+        names = list(spec.region_names or [f"T{i + 1:0{width}d}" for i in range(spec.regions)])
+    else:
+        names = list(spec.region_names or REGION_NAMES.get(spec.regions) or [f"R{i + 1}" for i in range(spec.regions)])
     if method == "timezone":
         labels = [("West", "Central", "East").index(_TZ_REGION.get(c["timezone"], "East")) for c, _ in drawn]
+    elif method == "tiles":
+        labels = tile_labels(positions, spec.regions)
     else:
         labels = _kmeans_regions(positions, spec.regions)
 

@@ -7,7 +7,7 @@ A scenario (see ``sims/scenarios/day-200-sites.toml``)::
     start = "2025-06-21T07:00:00Z"     # virtual time 0 (ISO 8601 or a TOML datetime)
     duration = "24h"                   # durations: 90, "90s", "15m", "2h", "1d", "1h30m"
 
-    [sites]      count, regions, region_method, region_names, hpc, edge, states, conus_only
+    [sites]      count, regions | region_size, region_method, region_names, hpc, edge, states, conus_only
     [network]    any WanConfig field (loss, duplicate, reorder, route_factor, ...)
     [energy]     any EnergyConfig field (cloud_cover_fraction, base_load_fraction, ...)
     [peer]       factory ("gossip", "toy" or "module:function"), start_spread, seeds_per_region
@@ -17,6 +17,16 @@ A scenario (see ``sims/scenarios/day-200-sites.toml``)::
     [[faults]]   at, kind, for, and the kind's parameters and selectors
     [faults_random]  count, kinds, window, for_min, for_max, peers_max
     [[workload]] class, rate_per_h, duration, power_kw, distribution, region, placement_class
+
+Regions (``[sites]``): ``regions = 3`` (default) splits the sites by time
+zone (West, Central, East); 1 to 12 use k-means clusters (``region_method =
+"kmeans"``); ``region_method = "tiles"`` cuts longitude strips by latitude
+into any number of near-equal regions up to 1,000 (and at most ``count``),
+named ``T001``, ``T002``, ... west to east, and ``auto`` (the default method)
+picks tiles above 12. ``region_size = 50`` instead of ``regions`` asks for
+regions of about that many sites: ``regions = round(count / region_size)``
+(at least 1) by tiles -- metro or grid areas, the regime the gossip design is
+for (full state inside a region, summaries across). Give one of the two.
 
 Fault selectors pick peers: ``peers = ["dc-0003-...", 17]`` (site names or
 indices), ``region = "West"`` / ``regions = [...]``, ``site_kind = "hpc"``,
@@ -56,7 +66,7 @@ from arcnet.mesh.node import Node
 from .energy import EnergyConfig, EnergyModel
 from .engine import SimPeer, Simulator, derive_seed
 from .faults import FAULT_KINDS, Fault, FaultInjector, draw_random_faults, format_fault
-from .geo import Site, SiteCatalog, SiteSpec, build_catalog
+from .geo import REGION_METHODS, REGIONS_MAX_CLUSTERED, REGIONS_MAX_TILES, Site, SiteCatalog, SiteSpec, build_catalog
 from .invariants import CHECKERS, CheckContext, Checker, InvariantSet, InvariantViolation, NoJobLost
 from .wan import WanConfig, WanNetwork
 from .workload import GreedyPlacer, JobClass, Workload
@@ -445,7 +455,24 @@ def _parse(data: dict[str, Any], source: str) -> Scenario:
     if not 0 < duration_s <= DURATION_MAX_S:
         raise ScenarioError(f"duration: must be > 0 and at most 30 days, got {duration_s} s")
 
-    st = _Table(top.raw("sites", {}), "sites", [f.name for f in fields(SiteSpec)])
+    st = _Table(top.raw("sites", {}), "sites", [f.name for f in fields(SiteSpec)] + ["region_size"])
+    count = st.int("count", 200, lo=1, hi=PEERS_MAX)
+    method = st.str("region_method", "auto", choices=REGION_METHODS)
+    if st.has("region_size"):
+        if st.has("regions"):
+            raise ScenarioError("sites.region_size: give either regions or region_size, not both")
+        region_size = st.int("region_size", lo=1, hi=PEERS_MAX)
+        if method not in ("auto", "tiles"):
+            raise ScenarioError(f"sites.region_size: needs region_method 'tiles' (or none), got '{method}'")
+        regions = max(1, round(count / region_size))
+        if regions > REGIONS_MAX_TILES:
+            raise ScenarioError(f"sites.region_size: {region_size} makes {regions} regions of {count} sites; "
+                                f"at most {REGIONS_MAX_TILES} (use region_size >= {math.ceil(count / REGIONS_MAX_TILES)})")
+        method = "tiles"
+    else:
+        regions = st.int("regions", 3, lo=1, hi=REGIONS_MAX_TILES if method in ("auto", "tiles") else REGIONS_MAX_CLUSTERED)
+    if regions > count and (method == "tiles" or regions > REGIONS_MAX_CLUSTERED):
+        raise ScenarioError(f"sites.regions: {regions} is more than count ({count}); tiles make at most one region per site")
     if st.has("states"):
         states = tuple(st.strs("states"))
     else:
@@ -453,9 +480,9 @@ def _parse(data: dict[str, Any], source: str) -> Scenario:
     names = st.strs("region_names")
     try:
         spec = SiteSpec(
-            count=st.int("count", 200, lo=1, hi=PEERS_MAX),
-            regions=st.int("regions", 3, lo=1, hi=12),
-            region_method=st.str("region_method", "auto", choices=("auto", "kmeans", "timezone")),
+            count=count,
+            regions=regions,
+            region_method=method,
             region_names=tuple(names) if names is not None else None,
             hpc=st.int("hpc", 0, lo=0),
             edge=st.int("edge", 0, lo=0),
