@@ -28,6 +28,18 @@ BitTorrent", 2003), without tit-for-tat (peers of one mesh cooperate):
   ``request_timeout_s`` goes back to the queue and avoids that holder while
   another holds the chunk; ``timeouts_drop`` consecutive timeouts drop the
   holder.
+* **Origins last.** A holder that joined complete (``add_holder`` without a
+  bitmap: the publisher, a seed; ``origin=`` overrides) is asked only for
+  chunks no live partial holder has (and, when the driver set an *origin
+  share* with :meth:`SwarmFetch.set_origin_share`, only for chunks in that
+  share: the chunks this fetcher is the one to bring into the swarm), so
+  concurrent fetchers take each chunk from the origin about once and the
+  rest from each other. Should the fetcher find nothing to ask of anyone
+  (no request outstanding) for ``origin_grace_s``, origins are *opened*:
+  asked for anything, rarest first, for ``inflight_per_holder_max`` requests
+  (then held back again: a fetcher that keeps finding nothing elsewhere asks
+  origins a few chunks per grace period, not all of them). With no partial holder and no share, origins are open at once (a
+  fetch from complete holders only behaves as without the rule).
 * **Endgame.** When every missing chunk is already requested, idle holders
   are asked for in-flight chunks too (at most ``endgame_duplicates_max``
   extra copies of a chunk); the first good copy wins, the other requests
@@ -44,7 +56,7 @@ write a verified chunk to the store (``Store.put_chunk(..., verified=True)``)
 before it performs the effects that follow, like ``Persist``. Events
 (``Emit``): ``swarm.progress`` per committed chunk, ``swarm.bad_chunk``,
 ``swarm.holder_banned``, ``swarm.holder_dropped``, ``swarm.endgame``,
-``swarm.stalled`` (no live holder has a missing chunk), ``swarm.done``.
+``swarm.stalled`` (no live holder has a missing chunk), ``swarm.origins_open``, ``swarm.done``.
 
 Knowingly left out: choking and upload slots (the serving side bounds its
 own work), pipelining several chunks per request message, bandwidth
@@ -93,7 +105,9 @@ class SwarmConfig:
     1 MB/s still arrives. ``bad_chunks_ban`` (3, at most 3): bad chunks before
     a holder is banned. ``timeouts_drop`` (3): consecutive timeouts before a
     holder is dropped. ``endgame_duplicates_max`` (2): extra copies of one
-    chunk asked for in endgame.
+    chunk asked for in endgame. ``origin_grace_s`` (1 s): with nothing
+    outstanding for this long, origins are asked for anything (see the
+    module docstring).
     """
 
     inflight_per_holder_max: int = 4
@@ -102,6 +116,7 @@ class SwarmConfig:
     bad_chunks_ban: int = 3
     timeouts_drop: int = 3
     endgame_duplicates_max: int = 2
+    origin_grace_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.bad_chunks_ban <= 3:
@@ -110,12 +125,15 @@ class SwarmConfig:
             raise ValueError("in-flight bounds must be >= 1")
         if self.request_timeout_s <= 0 or self.timeouts_drop < 1 or self.endgame_duplicates_max < 0:
             raise ValueError("request_timeout_s > 0, timeouts_drop >= 1, endgame_duplicates_max >= 0")
+        if self.origin_grace_s < 0:
+            raise ValueError("origin_grace_s must be >= 0")
 
 
 @dataclass
 class _Holder:
     has: bytearray  # one byte per chunk: 1 if the holder has it
     order: int  # join order: iteration and tie-breaks, never hash order
+    origin: bool = False  # joined complete (a seed, the publisher): asked last
     inflight: dict[int, float] = field(default_factory=dict)  # index -> deadline
     avoid: set[int] = field(default_factory=set)  # chunks that timed out here
     bad: int = 0
@@ -167,6 +185,11 @@ class SwarmFetch:
         self._rank = list(range(n))
         rng.shuffle(self._rank)
         self._avail = [0] * n
+        self._pavail = [0] * n  # live partial (non-origin) holders per chunk
+        self._share: bytearray | None = None  # chunks origins may be asked for (None: all)
+        self._origin_open = False
+        self._origin_quota = 0  # requests origins may still take while opened
+        self._idle_since: float | None = None
         self._holders: dict[str, _Holder] = {}
         self._joined = 0
         self._requests: dict[int, list[str]] = {}  # index -> holders asked (in order)
@@ -184,7 +207,7 @@ class SwarmFetch:
             (
                 "requests_sent", "chunks_committed", "bytes_committed", "bytes_received", "bad_chunks",
                 "duplicate_chunks", "unsolicited_chunks", "timeouts", "missing_replies", "cancels_sent",
-                "endgame_requests",
+                "endgame_requests", "origin_requests", "origin_opens",
             ),
             0,
         )  # fmt: skip
@@ -223,6 +246,7 @@ class SwarmFetch:
             "inflight": self._inflight,
             "queued": len(self._queue),
             "endgame": int(self._endgame),
+            "origins_open": int(self._origin_open),
         }
         out.update(self._stats)
         return out
@@ -256,11 +280,15 @@ class SwarmFetch:
     def _gain(self, h: _Holder, i: int) -> None:
         if not h.has[i]:
             h.has[i] = 1
+            if not h.origin:
+                self._pavail[i] += 1
             self._set_avail(i, +1)
 
     def _lose(self, h: _Holder, i: int) -> None:
         if h.has[i]:
             h.has[i] = 0
+            if not h.origin:
+                self._pavail[i] -= 1
             self._set_avail(i, -1)
 
     _REKEY_BULK = 64  # more changes than this at once: re-sort the queue instead of moving entries
@@ -277,25 +305,44 @@ class SwarmFetch:
             h.has[i] = value
             self._avail[i] += delta
             assert self._avail[i] >= 0
+            if not h.origin:
+                self._pavail[i] += delta
         self._queue = sorted(self._key(-neg_i) for _, _, neg_i in self._queue)
 
     # -- holders ------------------------------------------------------------------------
 
-    def add_holder(self, now: float, peer: str, bitmap: bytes | None = None) -> list[Any]:
-        """A peer that holds the artifact (``bitmap`` None: all of it; else the ChunkHave bitmap)."""
+    def add_holder(self, now: float, peer: str, bitmap: bytes | None = None, *, origin: bool | None = None) -> list[Any]:
+        """A peer that holds the artifact (``bitmap`` None: all of it; else the ChunkHave bitmap).
+
+        ``origin`` (default: whether it joins complete, ``bitmap`` None): asked
+        last (see the module docstring). Set when the holder joins; a holder
+        already live keeps its kind.
+        """
         h = self._holders.get(peer)
         if h is not None and h.state == "banned":
             return []
         if h is None or h.state == "dropped":
             old = h
             self._joined += 1
-            h = _Holder(bytearray(self.n), self._joined)
+            h = _Holder(bytearray(self.n), self._joined, origin=bitmap is None if origin is None else origin)
             if old is not None:
                 h.bad = old.bad  # a dropped holder keeps its record of bad chunks
             self._holders[peer] = h
         has = bytearray(b"\x01" * self.n) if bitmap is None else _bits_to_bytes(bitmap, self.n)
         self._set_has(h, has, 1)
         return self._fill(now)
+
+    def set_origin_share(self, now: float, share: bytes | None) -> list[Any]:
+        """Chunks this fetcher may ask origins for while they are not open (a ChunkHave-style
+        bitmap, LSB first; None: every chunk). The driver gives each of the peers fetching
+        the artifact at once its own share (e.g. by rendezvous hash), so the origin sends
+        each chunk about once; partial holders spread it from there."""
+        self._share = None if share is None else _bits_to_bytes(share, self.n)
+        return self._fill(now)
+
+    def is_origin(self, peer: str) -> bool:
+        h = self._holders.get(peer)
+        return h is not None and h.origin
 
     def remove_holder(self, now: float, peer: str) -> list[Any]:
         """A holder left (dead, disconnected): its requests are re-issued elsewhere."""
@@ -345,6 +392,8 @@ class SwarmFetch:
             self._queue_remove(i)
             self._requests[i] = [peer]
         self._stats["requests_sent"] += 1
+        if h.origin:
+            self._stats["origin_requests"] += 1
         return [Send(peer, ChunkRequest(self.artifact, i, ref.id)), self._timers.set(("req", i, peer), at)]
 
     def _pick(self, peer: str, h: _Holder) -> int:
@@ -359,6 +408,22 @@ class SwarmFetch:
                     continue
                 return i
         return fallback if fallback >= 0 and self._avail[fallback] <= 1 else -1
+
+    def _pick_origin(self, h: _Holder) -> int:
+        """Origins last: the rarest queued chunk of the share that no live partial holder has; -1 if none."""
+        share, pavail = self._share, self._pavail
+        for _, _, neg_i in reversed(self._queue):
+            i = -neg_i
+            if h.has[i] and not pavail[i] and (share is None or share[i]) and i not in h.avoid:
+                return i
+        return -1
+
+    def _origins_open(self) -> bool:
+        if self._origin_open:
+            return True
+        if self._share is not None:
+            return False
+        return not any(h.state == "live" and not h.origin for h in self._holders.values())
 
     def _pick_endgame(self, peer: str, h: _Holder) -> int:
         """An in-flight chunk not yet asked of this holder, fewest copies asked first."""
@@ -380,27 +445,63 @@ class SwarmFetch:
         fx: list[Any] = []
         cfg = self.config
         progress = True
+        # partial holders first, origins last (a stable sort keeps join order within each kind)
+        order = sorted(self._holders.items(), key=lambda kv: kv[1].origin)
+        spent: set[str] = set()  # holders with nothing to ask of them in this call
         while progress and self._inflight < cfg.inflight_max:
             progress = False
+            open_ = self._origins_open()
             # one request per holder per round: load spreads over holders
-            for peer, h in self._holders.items():
-                if h.state != "live" or len(h.inflight) >= cfg.inflight_per_holder_max:
+            for peer, h in order:
+                if h.state != "live" or len(h.inflight) >= cfg.inflight_per_holder_max or peer in spent:
                     continue
                 if self._inflight >= cfg.inflight_max:
                     break
-                i = self._pick(peer, h)
-                if i < 0 and self._requests and not self._servable_queued():
-                    if not self._endgame:
-                        self._endgame = True
-                        fx.append(Emit("swarm.endgame", {"artifact": self._aid_hex, "missing": self.n - self.chunks_have}))
-                    i = self._pick_endgame(peer, h)
-                    if i >= 0:
-                        self._stats["endgame_requests"] += 1
+                if h.origin and not open_:
+                    i = self._pick_origin(h)
+                else:
+                    i = self._pick(peer, h)
+                    if i < 0 and self._requests and not self._servable_queued():
+                        if not self._endgame:
+                            self._endgame = True
+                            fx.append(Emit("swarm.endgame", {"artifact": self._aid_hex, "missing": self.n - self.chunks_have}))
+                        i = self._pick_endgame(peer, h)
+                        if i >= 0:
+                            self._stats["endgame_requests"] += 1
                 if i < 0:
+                    spent.add(peer)
                     continue
+                if not h.origin and self._origin_open:
+                    self._origin_open = False  # partial holders have work again: origins last again
+                    open_ = self._origins_open()
+                elif h.origin and self._origin_open:
+                    self._origin_quota -= 1
+                    if self._origin_quota <= 0:
+                        self._origin_open = False  # held back again until the next idle grace period
+                        open_ = self._origins_open()
                 fx.extend(self._request(now, peer, h, i))
                 progress = True
+        fx.extend(self._check_idle(now))
         fx.extend(self._check_stalled())
+        return fx
+
+    def _check_idle(self, now: float) -> list[Any]:
+        """Nothing outstanding while origins are held back: open them after ``origin_grace_s``."""
+        fx: list[Any] = []
+        waiting = (
+            self._inflight == 0
+            and not self.done
+            and not self._origins_open()
+            and any(h.state == "live" and h.origin for h in self._holders.values())
+        )
+        if not waiting:
+            self._idle_since = None
+            c = self._timers.cancel(("origin_open",))
+            if c is not None:
+                fx.append(c)
+        elif self._idle_since is None:
+            self._idle_since = now
+            fx.append(self._timers.set(("origin_open",), now + self.config.origin_grace_s))
         return fx
 
     def _servable_queued(self) -> bool:
@@ -450,6 +551,15 @@ class SwarmFetch:
     def on_timer(self, now: float, timer: Hashable) -> Sequence[Any]:
         if not self._timers.fire(timer):
             return []
+        if timer == ("origin_open",):
+            self._idle_since = None
+            if self._inflight or self.done:
+                return self._fill(now)
+            self._origin_open = True
+            self._origin_quota = self.config.inflight_per_holder_max
+            self._stats["origin_opens"] += 1
+            fx: list[Any] = [Emit("swarm.origins_open", {"artifact": self._aid_hex, "missing": self.n - self.chunks_have})]
+            return fx + self._fill(now)
         if not (isinstance(timer, tuple) and len(timer) == 3 and timer[0] == "req"):
             return []
         _, i, peer = timer

@@ -369,3 +369,163 @@ def test_messages_round_trip_and_a_full_chunk_fits_a_data_frame():
         assert DEFAULT_CODEC.decode(DEFAULT_CODEC.encode(msg)) == msg
     tags = [type(msg).TAG for msg in msgs]
     assert all(0x0600 <= t <= 0x06FF for t in tags)
+
+
+# -- sharing while fetching: pushed haves, origins last --------------------------------------
+
+
+def bits_of(indices, n: int) -> bytes:
+    out = bytearray((n + 7) // 8)
+    for i in indices:
+        out[i >> 3] |= 1 << (i & 7)
+    return bytes(out)
+
+
+def test_pushed_have_makes_a_partial_holder_serve_instead_of_the_origin():
+    seed_peer, fetcher = peer(1), peer(2)
+    n = 40
+    cfg = SwarmConfig(inflight_per_holder_max=2)
+    m, chunks, fetch, net = setup(n, {seed_peer: {"delay_s": 0.1}, fetcher: {"indices": range(20), "delay_s": 1.0}},
+                                  config=cfg)
+    net.apply(fetch.add_holder(0.0, seed_peer))  # joins complete: an origin
+    net.apply(fetch.start(0.0))
+    net.run(until=0.25)  # the origin alone: it serves (nobody else is known)
+    early = set(net.holders[seed_peer].requests)
+    assert early and fetch.is_origin(seed_peer)
+    # a peer fetching the same artifact pushes what it has committed so far: it joins as a partial holder
+    net.now = 0.3
+    net.apply(fetch.on_message(0.3, fetcher, ChunkHave(manifest_id(m), n, bits_of(range(20), n))))
+    assert fetch.holder_state(fetcher) == "live" and not fetch.is_origin(fetcher)
+    net.run()
+    assert fetch.done and net.committed == dict(enumerate(chunks))
+    late = net.holders[seed_peer].requests[len(early):]
+    # after the push the origin is asked only for chunks the partial holder lacks, however much faster it is
+    assert all(i >= 20 for i in late), late
+    assert set(net.holders[fetcher].requests) == set(range(20)) - early
+    assert fetch.statistics()["origin_requests"] == len(net.holders[seed_peer].requests)
+
+
+def test_origin_is_asked_last_when_partial_holders_have_the_chunk():
+    origin, p1, p2 = peer(1), peer(2), peer(3)
+    n = 30
+    m, chunks, fetch, net = setup(
+        n,
+        {
+            origin: {"delay_s": 0.01},  # far faster than the partial holders: still asked last
+            p1: {"indices": range(0, 20), "delay_s": 2.0},
+            p2: {"indices": range(10, 25), "delay_s": 3.0},
+        },
+    )
+    net.apply(fetch.add_holder(0.0, origin))
+    net.apply(fetch.add_holder(0.0, p1, bits_of(range(0, 20), n)))
+    net.apply(fetch.add_holder(0.0, p2, bits_of(range(10, 25), n)))
+    net.apply(fetch.start(0.0))
+    net.run()
+    assert fetch.done and net.committed == dict(enumerate(chunks))
+    assert sorted(net.holders[origin].requests) == list(range(25, n))  # only what no partial holder has
+    assert set(net.holders[p1].requests + net.holders[p2].requests) == set(range(25))  # (with endgame copies)
+    assert not net.kinds("swarm.origins_open")
+
+
+def test_origin_share_then_origins_open_when_nothing_else_is_left():
+    origin = peer(1)
+    n = 24
+    cfg = SwarmConfig(origin_grace_s=1.0)
+    m, chunks, fetch, net = setup(n, {origin: {"delay_s": 0.1}}, config=cfg)
+    net.apply(fetch.add_holder(0.0, origin))
+    net.apply(fetch.set_origin_share(0.0, bits_of(range(0, n, 3), n)))  # my share: every third chunk
+    net.apply(fetch.start(0.0))
+    net.run()
+    assert fetch.done and net.committed == dict(enumerate(chunks))
+    opened = net.kinds("swarm.origins_open")
+    assert len(opened) == 16 // cfg.inflight_per_holder_max  # each idle grace period opens them for 4 requests
+    t_open = next(t for t, e in net.emitted_at if e.kind == "swarm.origins_open")
+    before = [msg.index for t, to, msg in net.sends if isinstance(msg, ChunkRequest) and t < t_open]
+    assert sorted(before) == list(range(0, n, 3))  # the share first, and nothing else until the grace ran out
+    last_commit = max(t for t, e in net.emitted_at if e.kind == "swarm.progress")
+    assert t_open >= 0.1 and fetch.statistics()["origin_opens"] == len(opened)
+    assert last_commit > t_open  # the rest came from the opened origin
+    assert fetch.next_deadline() is None
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fetchers_pushing_haves_take_each_chunk_from_the_origin_about_once(seed):
+    """Several fetchers at once, each pushing its bitmap every few commits to the others, with
+    origin shares: the origin serves each chunk about once; without pushes, once per fetcher."""
+
+    def swarm(push: bool, share: bool) -> tuple[int, int]:
+        import hashlib
+
+        n, origin, fetchers = 48, peer(100), [peer(k) for k in range(1, 7)]
+        m, chunks = make_artifact(n, seed=seed)
+        aid = manifest_id(m)
+        cores = {f: SwarmFetch(m, rng=random.Random(seed * 100 + k)) for k, f in enumerate(fetchers)}
+        have: dict[str, set[int]] = {f: set() for f in fetchers}
+        fresh = dict.fromkeys(fetchers, 0)
+        timers: dict[str, dict] = {f: {} for f in fetchers}
+        served = dict.fromkeys(fetchers + [origin], 0)
+        events: list = []
+        seq = [0]
+
+        def at(t, *ev):
+            seq[0] += 1
+            heapq.heappush(events, (t, seq[0], ev))
+
+        def apply(now, f, effects):
+            for fx in effects:
+                if isinstance(fx, Send) and isinstance(fx.msg, ChunkRequest):
+                    at(now, "req", fx.to, f, DEFAULT_CODEC.encode(fx.msg))
+                elif isinstance(fx, SetTimer):
+                    timers[f][fx.timer] = fx.at
+                    at(fx.at, "timer", f, fx.timer)
+                elif isinstance(fx, CancelTimer):
+                    timers[f].pop(fx.timer, None)
+                elif isinstance(fx, CommitChunk):
+                    have[f].add(fx.index)
+                    fresh[f] += 1
+                    if push and (fresh[f] >= 3 or len(have[f]) == n):  # batched: every 3 commits
+                        fresh[f] = 0
+                        msg = DEFAULT_CODEC.encode(ChunkHave(aid, n, bits_of(have[f], n)))
+                        for g in fetchers:
+                            if g != f:
+                                at(now + 0.01, "have", g, f, msg)
+
+        def mine(f):
+            def rank(i, p):
+                return hashlib.blake2b(aid + i.to_bytes(4, "big") + p.encode(), digest_size=8).digest()
+            return bits_of([i for i in range(n) if max(fetchers, key=lambda p: rank(i, p)) == f], n)
+
+        for f in fetchers:
+            apply(0.0, f, cores[f].add_holder(0.0, origin))
+            if share:
+                apply(0.0, f, cores[f].set_origin_share(0.0, mine(f)))
+            apply(0.0, f, cores[f].start(0.0))
+        now = 0.0
+        while events:
+            now, _, ev = heapq.heappop(events)
+            if ev[0] == "req":
+                _, holder, f, data = ev
+                req = DEFAULT_CODEC.decode(data)
+                if holder == origin or req.index in have[holder]:
+                    served[holder] += 1
+                    reply = ChunkData(aid, req.index, req.chunk_id, CODEC_RAW, chunks[req.index])
+                else:
+                    reply = ChunkMissing(aid, req.index, "not_have")
+                at(now + (0.05 if holder == origin else 0.2), "data", f, holder, DEFAULT_CODEC.encode(reply))
+            elif ev[0] == "data":
+                apply(now, ev[1], cores[ev[1]].on_message(now, ev[2], DEFAULT_CODEC.decode(ev[3])))
+            elif ev[0] == "have":
+                apply(now, ev[1], cores[ev[1]].on_message(now, ev[2], DEFAULT_CODEC.decode(ev[3])))
+            elif timers[ev[1]].get(ev[2]) == now:
+                del timers[ev[1]][ev[2]]
+                apply(now, ev[1], cores[ev[1]].on_timer(now, ev[2]))
+        assert all(c.done for c in cores.values()), repro(seed, "about_once")
+        assert all(have[f] == set(range(n)) for f in fetchers)
+        return served[origin], n
+
+    served, n = swarm(push=True, share=True)
+    assert served <= 1.2 * n, (served, repro(seed, "about_once"))
+    served_no_share, _ = swarm(push=True, share=False)
+    assert served_no_share <= 3 * n  # origins last alone: the origin serves what nobody has yet
+    served_no_push, _ = swarm(push=False, share=False)
+    assert served_no_push == 6 * n  # nobody learns what the others hold: everything from the origin
