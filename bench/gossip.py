@@ -190,6 +190,8 @@ class World:
         key = (peer, msg, sig)
         v = self._verified.get(key)
         if v is None:
+            if len(self._verified) >= 200_000:  # bounded: one signed update is verified by its region within seconds
+                self._verified.clear()
             v = self._verified[key] = verify_peer(peer, msg, sig)
         return v
 

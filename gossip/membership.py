@@ -339,9 +339,14 @@ class MembershipConfig:
     mode): fresh evidence beats hearsay, and the member has time to refute.
     A crashed member has been silent for longer than any detection takes."""
 
-    dead_retain_s: float = 300.0
+    dead_retain_s: float = 86400.0
     """Seconds a dead or departed member is kept (and now and then probed, so
-    a healed partition reunites) before it is forgotten."""
+    a healed partition reunites) before it is forgotten: 24 h, as Serf's
+    reconnect_timeout. It bounds the partition the mesh heals from by
+    itself: after a longer one the two sides have forgotten each other (a
+    45-minute partition with a 5-minute retention left the simulated mesh
+    split for good). Memory: one small record per dead member; probe cost:
+    the dead share of the member list, capped by dead_probe_share_max."""
 
     dead_probe_share_max: float = 0.5
     """Largest share of probe rounds spent on dead members; the share used

@@ -59,3 +59,42 @@ def test_unknown_gossip_option_is_one_line_naming_the_key():
     bad = SCENARIO.replace("stable_s = 20.0", "stable = 20.0")
     with pytest.raises(ScenarioError, match=r"peer.options.leader.stable: unknown key \(did you mean 'stable_s'\?\)"):
         Run(parse_scenario(tomllib.loads(bad)))
+
+
+LONG_PARTITION = textwrap.dedent(
+    """
+    duration = "36m"
+    seed = 5
+    [sites]
+    count = 15
+    [peer]
+    factory = "gossip"
+    [peer.options]
+    preconverged = true
+    [peer.options.membership]
+    probe_interval_s = 5.0
+    probe_timeout_s = 2.0
+    indirect_timeout_s = 2.5
+    [peer.options.leader]
+    stable_s = 20.0
+    [invariants]
+    convergence = "2m"
+    liveness_after = "5m"
+    [report]
+    sample_interval = "1m"
+    [[faults]]
+    at = "5m"
+    kind = "partition"
+    a = "West"
+    for = "25m"
+    """
+)
+
+
+def test_a_partition_longer_than_a_probe_cycle_of_the_dead_heals_by_itself():
+    # the sides declare each other dead and keep probing the dead now and then;
+    # a 25-minute split must not leave the mesh split for good once it heals
+    res = Run(parse_scenario(tomllib.loads(LONG_PARTITION))).run()
+    assert res.ok, res.violation
+    conv = dict(zip(res.report["series"]["t_s"], res.report["series"]["membership_converged_fraction"]))
+    assert conv[1500.0] == 0.0 and conv[2160.0] == 1.0
