@@ -148,10 +148,10 @@ def jobs_cmd(limit, peer, data_dir, as_json) -> None:
         from rich.table import Table
 
         t = Table(title="jobs")
-        for c in ("job", "kind", "state", "executor", "attempts", "output"):
+        for c in ("job", "kind", "state", "executor", "attempts", "output / error"):
             t.add_column(c)
         for j in o["jobs"]:
-            t.add_row(j["job_id"], j["kind"], j["state"], j["executor"][-8:], str(j["attempts"]), j["output"][:12])
+            t.add_row(j["job_id"], j["kind"], j["state"], j["executor"][-8:], str(j["attempts"]), j["output"][:12] or j.get("error", "")[:40])
         Console().print(t)
 
     _emit(res, as_json, render)
@@ -169,6 +169,8 @@ def _render_show(o: dict[str, Any]) -> None:
                    f"{pl.get('bids', 0)} bids of {pl.get('asked', 0)} asked, {pl.get('near_best', 0)} within 5%")
     if o.get("output"):
         click.echo(f"  output    {o['output']}")
+    if o.get("error"):
+        click.echo(f"  error     {o['error']}")
     for e in o.get("events", []):
         extra = " ".join(f"{k}={str(v)[-12:]}" for k, v in e.items() if k not in ("t", "event", "job", "task"))
         click.echo(f"  {time.strftime('%H:%M:%S', time.localtime(e['t']))} {e['event']:<16} {extra}")

@@ -85,7 +85,8 @@ class _Tracked:
     output: str = ""
     attempts: int = 0
     executor: str = ""
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # each failed attempt's error, oldest first
+    error: str = ""  # why the job failed (the last attempt's error once custodians gave up)
     manifest: dict[str, Any] | None = None
     epochs: list[int] = field(default_factory=list)
 
@@ -204,6 +205,12 @@ class JobService(Service):
             t.output = str(ev.data.get("output", ""))
         elif k in ("job.failed", "job.rejected"):
             t.state = "failed"
+            t.error = str(ev.data.get("error") or ev.data.get("reason") or "failed")[:200]
+        elif k == "job.task_failed":
+            t.reasons.append(str(ev.data.get("reason", ""))[:200])
+            del t.reasons[:-16]
+            if t.state not in ("done", "failed"):
+                t.state = "re-placing"
         elif k == "job.waiting" and t.state == "submitted":
             t.state = "waiting"
         elif k == "task.replaced":
@@ -318,7 +325,8 @@ class JobService(Service):
         except trio.WouldBlock:
             log.error("task queue full; refusing %s", ev.data.get("task"))
             self.daemon.inject(Emit("task.finished", {"task": ev.data.get("task"), "epoch": ev.data.get("epoch"),
-                                                      "ok": False, "output": "", "reason": "runtime queue full"}))
+                                                      "ok": False, "lost": True, "output": "",
+                                                      "reason": "runtime queue full"}))
 
     def _on_task_cancel(self, now: float, ev: Emit) -> None:
         scope = self.running.get((str(ev.data.get("task")), int(ev.data.get("epoch", -1))))
@@ -419,7 +427,7 @@ class JobService(Service):
         rows = []
         for t in list(self.jobs.values())[-int(args.get("limit", 100)):]:
             rows.append({"job_id": t.job_id, "kind": t.kind, "class": t.cls, "state": t.state,
-                         "executor": t.executor, "attempts": t.attempts, "output": t.output,
+                         "executor": t.executor, "attempts": t.attempts, "output": t.output, "error": t.error,
                          "submitted_s": round(t.submitted_s, 3)})
         return {"jobs": rows}
 
@@ -432,9 +440,18 @@ class JobService(Service):
         if st is None and t is None:
             raise ControlError("not_found", f"no job {job_id!r} known to this peer or its custodians")
         out: dict[str, Any] = {"job_id": job_id, "custody": st or {}}
+        if st and st.get("state"):
+            out["state"] = st["state"]  # custody's word, when this peer did not track the job
+        if st and st.get("error"):
+            out["error"] = st["error"]
         if t is not None:
-            out.update({"state": t.state, "kind": t.kind, "class": t.cls, "attempts": t.attempts,
-                        "executor": t.executor, "output": t.output, "events": t.events})
+            if t.state in ("done", "failed") or out.get("state") not in ("done", "failed"):
+                out["state"] = t.state  # this peer's event log, unless only custody knows it finished
+            out.update({"kind": t.kind, "class": t.cls, "attempts": t.attempts,
+                        "executor": t.executor, "output": t.output, "events": t.events,
+                        "failures": list(t.reasons)})
+            if t.error:
+                out["error"] = t.error
             won = [e for e in t.events if e["event"] == "job.bid_won"]
             if won:
                 out["placement"] = won[-1]
@@ -448,6 +465,9 @@ class JobService(Service):
         output = (st or {}).get("output") or (self.jobs[job_id].output if job_id in self.jobs else "")
         if not output:
             state = (st or {}).get("state") or (self.jobs[job_id].state if job_id in self.jobs else "unknown")
+            error = (st or {}).get("error") or (self.jobs[job_id].error if job_id in self.jobs else "")
+            if state == "failed":
+                raise ControlError("unavailable", f"job {job_id} failed: {error or 'no reason given'}")
             raise ControlError("unavailable", f"job {job_id} has no result yet (state: {state})")
         await self.blobs.fetch(output, [(st or {}).get("executor", "")] if st and st.get("executor") else [])
         blob = await self._read(output)

@@ -19,7 +19,7 @@ for every award, so no two awards ever share an epoch
 
 The executor side (:class:`Executor`) answers calls for bids, keeps the
 site's FIFO of accepted tasks, starts a task when its slots are free
-(emitting ``task.run`` for the runtime), and reports ``done``/``failed`` to
+(emitting ``task.run`` for the runtime), and reports ``done``/``failed``/``lost`` to
 the job's custodians and entry peer when the runtime emits ``task.finished``.
 
 Prior art: contract-net protocol (Smith 1980); Sparrow's batch sampling
@@ -541,7 +541,9 @@ class Executor:
     ``facts()`` returns this site's own fresh facts (energy, cache, health);
     the queue is this object's own. Emits ``task.run`` / ``task.cancel`` for
     the runtime and expects ``task.finished`` back (``on_event``), with data
-    ``{"task": id, "epoch": n, "ok": bool, "output": cid}``.
+    ``{"task": id, "epoch": n, "ok": bool, "output": cid, "reason": str}``;
+    ``"lost": True`` with ``ok`` false marks a failure that is not the job's
+    (the runtime could not run it), which custodians do not count.
     """
 
     def __init__(
@@ -724,8 +726,11 @@ class Executor:
         c = self.timers.cancel(("x", "renew", key))
         if c:
             out.append(c)
-        out.extend(self.report(now, w, "done" if ok else "failed", str(ev.data.get("output", ""))[:64],
-                               "" if ok else str(ev.data.get("reason", "runtime failure"))[:64]))
+        # "lost": the runtime could not run it through no fault of the job (queue
+        # full, shutting down): custodians re-place it without counting a failure
+        state = "done" if ok else ("lost" if ev.data.get("lost") else "failed")
+        out.extend(self.report(now, w, state, str(ev.data.get("output", ""))[:64] if ok else "",
+                               "" if ok else str(ev.data.get("reason", "runtime failure"))[:200]))
         out.extend(self._pump(now))
         return out
 
@@ -784,8 +789,8 @@ class Executor:
         return out
 
     def restore(self, now: float, records: dict[str, bytes]) -> list[Effect]:
-        """After a restart: every task this peer had accepted is reported failed
-        (the runtime lost it), so custodians re-place it at once."""
+        """After a restart: every task this peer had accepted is reported lost
+        (the runtime lost it; not the job's failure), so custodians re-place it at once."""
         out: list[Effect] = []
         for k in sorted(records):
             if not k.startswith("x/"):
@@ -795,7 +800,7 @@ class Executor:
             if w is None:
                 continue
             self.counters["tasks_failed"] += 1
-            out.extend(self.report(now, w, "failed", "", "executor restarted"))
+            out.extend(self.report(now, w, "lost", "", "executor restarted"))
         return out
 
     def next_deadline(self) -> float | None:

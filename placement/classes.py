@@ -35,6 +35,7 @@ __all__ = [
     "SpecError",
     "eligibility",
     "initial_tasks",
+    "job_error",
     "job_output",
     "ready_tasks",
     "task_deps",
@@ -137,7 +138,7 @@ def task_deps(spec: JobSpec, task_id: str) -> list[str]:
 
 
 def initial_tasks(spec: JobSpec) -> list[TaskState]:
-    return [TaskState(t, "pending", 0, None, "", 0.0) for t in task_ids(spec)]
+    return [TaskState(t, "pending", 0, None, "", 0.0, [], "") for t in task_ids(spec)]
 
 
 def task_spec(spec: JobSpec, task_id: str, *, elapsed_s: float = 0.0) -> TaskSpec:
@@ -206,3 +207,11 @@ def job_output(record: CustodyRecord) -> str:
     for t in record.tasks:
         h.update(t.task_id.encode() + b"\0" + t.output.encode() + b"\n")
     return "b2:" + h.hexdigest()[:60]
+
+
+def job_error(record: CustodyRecord) -> TaskState | None:
+    """The first task custodians gave up on (state ``error``), or None: the job failed."""
+    for t in record.tasks:
+        if t.state == "error":
+            return t
+    return None

@@ -13,7 +13,10 @@ What it hears (``on_event``):
 * ``member.dead`` / ``member.left`` ``{"peer": id}`` -- from membership:
   re-place its tasks, repair custody records it held (other ``member.*``
   events only tell a gossip-backed view that membership changed);
-* ``task.finished`` ``{"task", "epoch", "ok", "output"}`` -- from the runtime.
+* ``task.finished`` ``{"task", "epoch", "ok", "output", "reason"}`` -- from the
+  runtime; ``"lost": True`` (with ``ok`` false) when the failure is not the
+  job's (the runtime could not take it): not counted against
+  ``CustodyConfig.failed_attempts_max``.
 
 What it says (``Emit``), all plain values:
 
@@ -21,9 +24,12 @@ What it says (``Emit``), all plain values:
   custodians persisted it), ``job.rejected``, ``job.bid_won`` (the winning
   bid and why: cost, completion, surplus share, bids, near-best count),
   ``job.placed``, ``job.started``, ``job.task_done``, ``job.done`` (with the
-  output id), ``job.waiting`` (no usable bid yet; retried), ``job.failed``,
+  output id), ``job.waiting`` (no usable bid yet; retried),
+  ``job.task_failed`` / ``job.task_lost`` (an attempt failed / was lost; re-placed),
+  ``job.failed`` (not accepted, or given up after ``failed_attempts_max``
+  failed attempts: ``error`` is the last failure's text),
   ``job.status`` (a query's answer);
-* custody: ``task.replaced``, ``custody.done``, ``custody.repaired``;
+* custody: ``task.replaced``, ``custody.done``, ``custody.failed``, ``custody.repaired``;
 * to the runtime: ``task.run``, ``task.cancel``; and ``task.accepted``,
   ``task.refused``.
 

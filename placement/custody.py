@@ -9,9 +9,12 @@ acked. From then on the custodians, not the entry, are responsible:
 
 * they watch each task's executor through membership (``member.dead``) and
   its lease (the executor renews it while it holds the task);
-* if the executor dies, its lease lapses, it reports the task failed, or
-  nobody placed a task within ``place_timeout_s``, a custodian re-places the
-  task with a new attempt epoch;
+* if the executor dies, its lease lapses, it reports the task failed or
+  lost, or nobody placed a task within ``place_timeout_s``, a custodian
+  re-places the task with a new attempt epoch;
+* but only ``failed_attempts_max`` attempts may *fail* (see Failures below):
+  then the task, and so the job, is given up (state ``error``) with the
+  last failure's text;
 * which custodian acts is deterministic: the first custodian in the record's
   rank order that is alive in its own view acts at once; the one ranked
   r-th among the alive waits ``r * backoff_s`` and acts only if nobody has
@@ -40,12 +43,40 @@ each to the other custodians (who answer with their copy when theirs is
 newer: push-pull) and waits ``restart_quiet_s`` before acting on any of
 them, so a stale copy never re-places a task that was re-placed or finished
 while it was down. An executor that restarts reports every task it had
-accepted as failed, so its custodians re-place those at once.
+accepted as lost, so its custodians re-place those at once.
 
-**Merging.** Records merge as a join: a task that is done stays done;
-otherwise the higher epoch wins, and within an epoch the later state
-(pending < placed < running < failed). Custodian lists merge by appending
-what one side lacks, so ranks never change.
+**Failures** (a restart policy, as Nomad's ``attempts`` or Ray's
+``max_retries``). An attempt ends in one of two ways that are not success:
+
+* *failed*: the executor ran it and the job raised (bad input, a model
+  that raises: a ``JobError`` in the job service). Each task state carries
+  the set of epochs that failed (the newest ``FAILED_KEPT`` = 16) and the
+  newest failure's text. When a custodian's copy shows a failed attempt and
+  ``failed_attempts_max`` failed epochs, it gives the task up: state
+  ``error``, terminal; it tells the other custodians and the entry, which
+  emits ``job.failed`` with the error. Nobody places a task of that job
+  again. A task that fails and then succeeds is simply done.
+* *crashed or lost*: the executor died (membership), its lease lapsed, it
+  restarted, or its runtime could not take the task (``lost``). That is not
+  the job's fault: such re-placements are **not counted and not bounded**,
+  so no accepted job is lost to crashes however many there are (the attempt
+  counter has 24 bits: ~16 M re-placements per task).
+
+Counting is exact when the failure reports arrive: a failed epoch counts
+once however many custodians or copies report it. A custodian that missed
+a report (message loss) may place one attempt more before it hears the
+others' ``error``.
+
+**Merging.** Records merge as a join: a task that is done stays done; a
+task given up (``error``) stays so unless a duplicate run finishes it
+(done); otherwise the higher epoch wins, and within an epoch the later
+state (pending < placed < running < lost < failed). Independently of which
+state wins, the failed-epoch sets merge by union (keeping the newest 16)
+and the failure text is that of the newest failed epoch: a product of
+joins, so still commutative, associative and idempotent. Giving up is a
+local step after a merge (it depends on the config), monotone and sticky,
+so copies still converge. Custodian lists merge by appending what one side
+lacks, so ranks never change.
 
 Zero accepted jobs are lost while one custodian lives: every accepted record
 is on disk at a quorum of custodians before ``job.accepted`` is emitted, and
@@ -74,6 +105,7 @@ from .classes import SpecError
 from .hashing import CandidateIndex, Eligibility, key64
 from .messages import (
     CUSTODIANS_MAX,
+    FAILED_KEPT,
     CustodyRecord,
     JobAck,
     JobQuery,
@@ -88,9 +120,12 @@ from .messages import (
 )
 from .view import ClusterView
 
-__all__ = ["Custody", "CustodyConfig", "epoch_of", "epoch_tag", "merge_records", "merge_task", "peer_tag"]
+__all__ = ["Custody", "CustodyConfig", "epoch_of", "epoch_tag", "merge_records", "merge_task", "peer_tag",
+           "record_summary", "task_from_update"]
 
-_STATE_RANK = {"pending": 0, "placed": 1, "running": 2, "failed": 3, "done": 4}
+_STATE_RANK = {"pending": 0, "placed": 1, "running": 2, "lost": 3, "failed": 4, "error": 5, "done": 6}
+_TERMINAL = {"done": 2, "error": 1}  # done above given up above everything else
+_REPLACE = ("failed", "lost")  # the attempt ended without output: place it again
 _TAG_BITS = 40
 _ATTEMPT_MAX = (1 << (64 - _TAG_BITS)) - 1
 
@@ -110,14 +145,36 @@ def epoch_tag(epoch: int) -> int:
 
 
 def _order(t: TaskState) -> tuple:
-    # done above everything, then the newer epoch, then the later state;
-    # the remaining fields only make the order total (so max is a join)
-    return (t.state == "done", t.epoch, _STATE_RANK[t.state], t.lease_s, t.executor or "", t.output)
+    # done above everything, then given up, then the newer epoch, then the
+    # later state; the remaining fields only make the order total (so max
+    # is a join). ``failed`` and ``error`` merge on their own (merge_task).
+    return (_TERMINAL.get(t.state, 0), t.epoch, _STATE_RANK[t.state], t.lease_s, t.executor or "", t.output)
+
+
+def _last_failure(t: TaskState) -> tuple[int, str]:
+    return (t.failed[-1] if t.failed else 0, t.error)
 
 
 def merge_task(a: TaskState, b: TaskState) -> TaskState:
-    """The join of two views of one task (commutative, associative, idempotent)."""
-    return a if _order(a) >= _order(b) else b
+    """The join of two views of one task (commutative, associative, idempotent).
+
+    The winner by :func:`_order` gives state, epoch, executor, output and
+    lease; the failed epochs are the union (the newest FAILED_KEPT), the
+    error text that of the newest failed epoch.
+    """
+    w = a if _order(a) >= _order(b) else b
+    failed = sorted(set(a.failed) | set(b.failed))[-FAILED_KEPT:]
+    error = max(_last_failure(a), _last_failure(b))[1]
+    if w.failed == failed and w.error == error:
+        return w
+    return replace(w, failed=failed, error=error)
+
+
+def task_from_update(msg: TaskUpdate) -> TaskState:
+    """The task state a TaskUpdate reports (a failed attempt adds its epoch to ``failed``)."""
+    failed = msg.state in ("failed", "error") and msg.epoch > 0
+    return TaskState(msg.task_id, msg.state, msg.epoch, msg.executor, msg.output, msg.lease_s,
+                     [msg.epoch] if failed else [], msg.reason if failed else "")
 
 
 def merge_records(a: CustodyRecord, b: CustodyRecord) -> CustodyRecord:
@@ -154,6 +211,12 @@ class CustodyConfig:
     #: after a restart, seconds a custodian waits for its peers' newer copies
     #: of the records it reloaded before it acts on them (a few round trips)
     restart_quiet_s: float = 3.0
+    #: attempts of one task that may end in a reported failure (the job
+    #: raised: bad input, a model that fails) before the task and its job are
+    #: given up (state ``error``, with the last failure's text). Attempts lost
+    #: to crashes, lapsed leases or restarts do not count and are not
+    #: bounded. 1..16 (FAILED_KEPT); 0 = re-place failures forever.
+    failed_attempts_max: int = 3
 
 
 @dataclass
@@ -164,6 +227,7 @@ class _Entry:
     tries: int = 1
     accepted: bool = False
     done: bool = False
+    failed: bool = False  # job.failed emitted (a task was given up)
     failures: dict[str, int] = field(default_factory=dict)
     reported: dict[str, int] = field(default_factory=dict)  # task -> epoch reported placed
 
@@ -184,6 +248,7 @@ class Custody:
         local: Callable[[float, Message], list[Effect]] | None = None,
     ):
         assert 1 <= config.accept_quorum <= config.replicas <= CUSTODIANS_MAX
+        assert 0 <= config.failed_attempts_max <= FAILED_KEPT
         self.me = me
         self.view = view
         self.index = index
@@ -213,6 +278,7 @@ class Custody:
             "replaced": 0,
             "repairs": 0,
             "jobs_done": 0,
+            "jobs_failed": 0,
             "cancels_sent": 0,
             "entry_placed": 0,
             "custodian_placed": 0,
@@ -245,6 +311,13 @@ class Custody:
         n = max(self.attempts.get(task_id, 0), floor >> _TAG_BITS) + 1
         self.attempts[task_id] = n
         return epoch_of(n, self.tag), [Persist(f"a/{task_id}", str(n).encode())]
+
+    def _settle(self, t: TaskState) -> TaskState:
+        """Give a task up once a failed attempt brings its failures to the limit."""
+        n = self.config.failed_attempts_max
+        if t.state == "failed" and n > 0 and len(t.failed) >= n:
+            return replace(t, state="error")
+        return t
 
     def _to(self, peers: list[str], msg: Message, now: float) -> list[Effect]:
         out: list[Effect] = []
@@ -465,6 +538,10 @@ class Custody:
         else:
             merged = merge_records(cur, rec)
             fresh = False
+        settled = [self._settle(t) for t in merged.tasks]
+        gave_up = [u for t, u in zip(merged.tasks, settled) if u is not t]
+        if gave_up:
+            merged = replace(merged, tasks=settled)
         changed = fresh or merged != cur
         self.records[job] = merged
         if changed:
@@ -482,8 +559,22 @@ class Custody:
             old = self._task(cur, t.task_id) if cur is not None else None
             if fresh or old != t:
                 out.extend(self._arm(now, merged, old, t, initial=fresh))
+        for t in gave_up:
+            out.extend(self._give_up(now, merged, t, sender))
         if changed:
             out.extend(self._maybe_done(now, merged, cur))
+        return out
+
+    def _give_up(self, now: float, rec: CustodyRecord, t: TaskState, sender: str) -> list[Effect]:
+        """This peer gave a task up: tell the other custodians and the entry (once)."""
+        job = rec.spec.job_id
+        upd = TaskUpdate(job, t.task_id, t.epoch, "error", t.executor, "", t.lease_s, t.error)
+        others = [c for c in rec.custodians if c not in (self.me, sender) and self._alive(c)]
+        out: list[Effect] = [Send(p, upd) for p in others]
+        if rec.entry == self.me:
+            out.extend(self._entry_update(now, upd))
+        elif rec.entry not in others and rec.entry != sender:
+            out.append(Send(rec.entry, upd))
         return out
 
     @staticmethod
@@ -505,10 +596,10 @@ class Custody:
         old = self._task(rec, msg.task_id)
         if old is None:
             return out
-        incoming = TaskState(msg.task_id, msg.state, msg.epoch, msg.executor, msg.output, msg.lease_s)
-        new = merge_task(old, incoming)
+        new = self._settle(merge_task(old, task_from_update(msg)))
         if new == old:
-            if msg.state in ("placed", "running") and msg.epoch == old.epoch and old.state != "done":
+            if msg.state in ("placed", "running") and msg.epoch == old.epoch \
+                    and old.state not in ("done", "error"):
                 # a lease renewal: push the lease timer forward
                 out.append(self.timers.set(("c", "lease", msg.job_id, msg.task_id), now + max(1.0, msg.lease_s)))
             elif old.state == "done" and msg.state != "done":
@@ -517,6 +608,13 @@ class Custody:
                 if sender != self.me and sender != msg.executor:
                     out.extend(self._to([sender], TaskUpdate(msg.job_id, msg.task_id, old.epoch, "done",
                                                              old.executor, old.output, old.lease_s, ""), now))
+                if msg.executor and msg.epoch != old.epoch:
+                    out.extend(self._cancel(msg.job_id, msg.task_id, msg.epoch, msg.executor))
+            elif old.state == "error" and msg.state in ("placed", "running"):
+                # placed by a custodian that had not heard the task was given up
+                if sender != self.me and sender != msg.executor:
+                    out.extend(self._to([sender], TaskUpdate(msg.job_id, msg.task_id, old.epoch, "error",
+                                                             old.executor, "", old.lease_s, old.error), now))
                 if msg.executor and msg.epoch != old.epoch:
                     out.extend(self._cancel(msg.job_id, msg.task_id, msg.epoch, msg.executor))
             return out
@@ -529,6 +627,13 @@ class Custody:
         if old.executor and old.executor != new.executor and old.state in ("placed", "running") \
                 and new.state in ("placed", "running") and self._alive_before_me(merged) == 0:
             out.extend(self._cancel(msg.job_id, msg.task_id, old.epoch, old.executor))
+        if new.state == "error" and old.state != "error":
+            # so is one still running an attempt of a task given up
+            if old.executor and old.epoch != new.epoch and old.state in ("placed", "running") \
+                    and self._alive_before_me(merged) == 0:
+                out.extend(self._cancel(msg.job_id, msg.task_id, old.epoch, old.executor))
+            if msg.state != "error":  # this peer gave it up (not told so): tell the others
+                out.extend(self._give_up(now, merged, new, sender))
         out.extend(self._maybe_done(now, merged, rec))
         return out
 
@@ -544,7 +649,7 @@ class Custody:
         out: list[Effect] = []
         if old is not None and old.executor and old.executor != t.executor:
             self.by_executor.get(old.executor, {}).pop((job, t.task_id), None)
-        if t.state == "done":
+        if t.state in ("done", "error"):
             if t.executor:
                 self.by_executor.get(t.executor, {}).pop((job, t.task_id), None)
             for name in (("c", "place", job, t.task_id), ("c", "lease", job, t.task_id), ("c", "act", job, t.task_id)):
@@ -567,8 +672,8 @@ class Custody:
             out.append(c)
         if t.executor:
             self.by_executor.setdefault(t.executor, {})[(job, t.task_id)] = None
-        if t.state == "failed":
-            out.extend(self._schedule_act(now, rec, t, "executor reported failure"))
+        if t.state in _REPLACE:
+            out.extend(self._schedule_act(now, rec, t, f"executor reported the attempt {t.state}"))
         elif t.executor and not self._alive(t.executor):
             out.extend(self._schedule_act(now, rec, t, "executor not alive"))
         else:
@@ -590,8 +695,8 @@ class Custody:
         if rec is None:
             return []
         t = self._task(rec, task_id)
-        if t is None or t.state == "done":
-            return []
+        if t is None or t.state in ("done", "error") or classes.job_error(rec) is not None:
+            return []  # finished, or the job was given up: nothing to place
         seen = self.act_epoch.pop((job, task_id), t.epoch)
         if t.epoch != seen and t.state in ("placed", "running") and t.executor and self._alive(t.executor):
             return []  # someone re-placed it since this was scheduled
@@ -604,6 +709,14 @@ class Custody:
         job = rec.spec.job_id
         out: list[Effect] = []
         if rec.output:
+            return out
+        err = classes.job_error(rec)
+        if err is not None:
+            if before is None or classes.job_error(before) is None:
+                self.counters["jobs_failed"] += 1
+                out.append(Emit("custody.failed", {"job": job, "task": err.task_id, "error": err.error,
+                                                   "attempts": len(err.failed)}))
+                out.append(self.timers.set(("c", "retain", job), now + self.config.retain_s))
             return out
         out_id = classes.job_output(rec)
         if out_id:
@@ -636,12 +749,12 @@ class Custody:
         for job, task_id in list(self.by_executor.get(peer, {})):
             rec = self.records.get(job)
             t = self._task(rec, task_id)
-            if rec is None or t is None or t.state == "done" or t.executor != peer:
+            if rec is None or t is None or t.state in ("done", "error") or t.executor != peer:
                 continue
             out.extend(self._schedule_act(now, rec, t, "executor died"))
         for job in list(self.by_custodian.get(peer, {})):
             rec = self.records.get(job)
-            if rec is None or rec.output:
+            if rec is None or rec.output or classes.job_error(rec) is not None:
                 continue
             if self._alive_before_me(rec) == 0:
                 out.extend(self._repair(now, rec))
@@ -687,7 +800,7 @@ class Custody:
         old = self._task(rec, msg.task_id)
         if old is None:
             return []
-        new = merge_task(old, TaskState(msg.task_id, msg.state, msg.epoch, msg.executor, msg.output, msg.lease_s))
+        new = self._settle(merge_task(old, task_from_update(msg)))
         if new == old:
             return []
         ent.record = rec = replace(rec, tasks=[new if t.task_id == msg.task_id else t for t in rec.tasks])
@@ -697,8 +810,19 @@ class Custody:
             out.append(Emit("job.placed", data))
         if new.state == "running":
             out.append(Emit("job.started", data))
-        elif new.state == "failed":
-            out.append(Emit("job.task_failed", {**data, "reason": msg.reason}))
+        elif new.state in _REPLACE and new.epoch == msg.epoch and msg.state == new.state:
+            kind = "job.task_failed" if new.state == "failed" else "job.task_lost"
+            out.append(Emit(kind, {**data, "reason": msg.reason, "failures": len(new.failed),
+                                   "failures_max": self.config.failed_attempts_max}))
+        elif new.state == "error" and old.state != "error":
+            if msg.state == "failed":  # the last allowed attempt failed: say so, then give up
+                out.append(Emit("job.task_failed", {**data, "reason": msg.reason, "failures": len(new.failed),
+                                                    "failures_max": self.config.failed_attempts_max}))
+            if not ent.failed:
+                ent.failed = True
+                out.append(Emit("job.failed", {**data, "reason": new.error, "error": new.error,
+                                               "attempts": len(new.failed)}))
+                out.append(self.timers.set(("c", "eforget", msg.job_id), now + self.config.retain_s))
         elif new.state == "done":
             out.append(Emit("job.task_done", {**data, "output": new.output}))
             output = classes.job_output(rec)
@@ -754,7 +878,7 @@ class Custody:
             job, task_id = timer[2], timer[3]  # type: ignore[index]
             rec = self.records.get(job)
             t = self._task(rec, task_id)
-            if rec is None or t is None or t.state == "done":
+            if rec is None or t is None or t.state in ("done", "error"):
                 return []
             return self._schedule_act(now, rec, t, "lease lapsed")
         if what == "eretry":
@@ -809,7 +933,7 @@ class Custody:
             if type(m) is not StoredRecord:
                 continue
             rec = m.record
-            if rec.output:
+            if rec.output or classes.job_error(rec) is not None:  # finished: kept for queries only
                 self.records[rec.spec.job_id] = rec
                 out.append(self.timers.set(("c", "retain", rec.spec.job_id), now + self.config.retain_s))
                 continue
@@ -830,16 +954,33 @@ class Custody:
         return s
 
 
+def record_state(rec: CustodyRecord) -> str:
+    """One word for a job record: done, failed (given up), running, placed, re-placing or pending."""
+    if rec.output:
+        return "done"
+    if classes.job_error(rec) is not None:
+        return "failed"
+    states = {t.state for t in rec.tasks}
+    for s in ("running", "placed"):
+        if s in states:
+            return s
+    return "re-placing" if states & set(_REPLACE) else "pending"
+
+
 def record_summary(rec: CustodyRecord, role: str) -> dict[str, Any]:
+    err = classes.job_error(rec)
     return {
         "job": rec.spec.job_id,
         "class": rec.spec.cls,
         "role": role,
+        "state": record_state(rec),
+        "error": err.error if err is not None else "",
         "entry": rec.entry,
         "custodians": list(rec.custodians),
         "output": rec.output,
         "tasks": [
-            {"task": t.task_id, "state": t.state, "epoch": t.epoch, "executor": t.executor or "", "output": t.output}
+            {"task": t.task_id, "state": t.state, "epoch": t.epoch, "executor": t.executor or "", "output": t.output,
+             "failures": len(t.failed), "error": t.error}
             for t in rec.tasks
         ],
     }

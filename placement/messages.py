@@ -17,7 +17,7 @@ Messages, by exchange (k candidates; a placement is 2k + 2 messages):
 broker -> bidders  CallForBids (k)  ->  Bid (k)
 broker -> winner   Award (epoch, lease)  ->  AwardReply (accept/refuse)
 entry -> custodian JobSubmit (record)  ->  JobAck
-any -> custodians  TaskUpdate (placed / running / done / failed)
+any -> custodians  TaskUpdate (placed / running / done / failed / lost / error)
 custodian <-> cust RecordSync (the whole record; merged)
 custodian -> exec  TaskCancel (a superseded epoch)
 anyone -> cust.    JobQuery -> JobStatus
@@ -70,7 +70,13 @@ __all__ = [
 
 PROTOCOL = "place"
 CLASSES = ("online", "batch", "finetune", "coupled", "parallel", "workflow")
-TASK_STATES = ("pending", "placed", "running", "done", "failed")
+#: a task's state. ``failed``: the attempt ended in a failure the executor
+#: reported (counted against ``failed_attempts_max``); ``lost``: the attempt
+#: was lost through no fault of the job (executor restarted, runtime queue
+#: full; not counted); both are re-placed. ``done`` and ``error`` (given up
+#: after ``failed_attempts_max`` failed attempts) are terminal.
+TASK_STATES = ("pending", "placed", "running", "done", "failed", "lost", "error")
+FAILED_KEPT = 16  # failed attempt epochs a task state remembers (the newest)
 
 ID_MAX = 64  # job ids, artifact ids (content ids), project names
 TASK_ID_MAX = 100  # job id + "/" + step name or shard number
@@ -84,6 +90,7 @@ CUSTODIANS_MAX = 16  # R plus replacements after custodian deaths
 TIME_MAX_S = 1e8  # ~3 years: a bound on every duration on the wire
 SECONDS = Float(0.0, TIME_MAX_S, "seconds")
 REASON = Str(64)
+ERROR = Str(200)  # a task's failure text (the runtime's exception, cut)
 
 
 class ArtifactRef(Message):
@@ -147,10 +154,12 @@ class TaskSpec(Message):
 class TaskState(Message):
     task_id = Str(TASK_ID_MAX, 1)
     state = Enum(*TASK_STATES)
-    epoch = U64  # attempt epoch: (attempt << 16) | actor slot; 0 = never awarded
+    epoch = U64  # attempt epoch: (attempt << 40) | awarder tag; 0 = never awarded
     executor = Optional(PEER_ID)
     output = Str(ID_MAX)  # content id of the output once done
     lease_s = SECONDS
+    failed = List(U64, FAILED_KEPT)  # epochs of attempts that failed (ascending, the newest kept)
+    error = ERROR  # the failure text of the newest failed attempt
 
 
 class CustodyRecord(Message):
@@ -200,7 +209,7 @@ class AwardReply(Message, tag=0x0504, protocol=PROTOCOL):
 # -- custody -----------------------------------------------------------------
 
 
-class JobSubmit(Message, tag=0x0510, protocol=PROTOCOL):
+class JobSubmit(Message, tag=0x0510, version=2, protocol=PROTOCOL):
     """Hold this record (entry -> custodians; also sent to a replacement custodian)."""
 
     record = CustodyRecord
@@ -210,7 +219,7 @@ class JobAck(Message, tag=0x0511, protocol=PROTOCOL):
     job_id = Str(ID_MAX, 1)
 
 
-class TaskUpdate(Message, tag=0x0512, protocol=PROTOCOL):
+class TaskUpdate(Message, tag=0x0512, version=2, protocol=PROTOCOL):
     job_id = Str(ID_MAX, 1)
     task_id = Str(TASK_ID_MAX, 1)
     epoch = U64
@@ -218,10 +227,10 @@ class TaskUpdate(Message, tag=0x0512, protocol=PROTOCOL):
     executor = Optional(PEER_ID)
     output = Str(ID_MAX)
     lease_s = SECONDS
-    reason = REASON
+    reason = ERROR  # failed / lost / error: why
 
 
-class RecordSync(Message, tag=0x0513, protocol=PROTOCOL):
+class RecordSync(Message, tag=0x0513, version=2, protocol=PROTOCOL):
     record = CustodyRecord
 
 
@@ -236,13 +245,13 @@ class JobQuery(Message, tag=0x0515, protocol=PROTOCOL):
     nonce = U64
 
 
-class JobStatus(Message, tag=0x0516, protocol=PROTOCOL):
+class JobStatus(Message, tag=0x0516, version=2, protocol=PROTOCOL):
     nonce = U64
     found = BOOL
     record = Optional(CustodyRecord)
 
 
-class StoredRecord(Message, tag=0x05F0, protocol=PROTOCOL):
+class StoredRecord(Message, tag=0x05F0, version=2, protocol=PROTOCOL):
     """A custody record as persisted (never sent): decoded strictly on restart."""
 
     record = CustodyRecord

@@ -58,7 +58,7 @@ def test_workflow_steps_become_ready_as_their_inputs_finish_and_outputs_gather()
             break
         order.append(ready)
         rec = CustodyRecord(spec, ME, [ME], [
-            TaskState(t.task_id, "done", 1, ME, "out-" + t.task_id, 0.0) if t.task_id in ready else t
+            TaskState(t.task_id, "done", 1, ME, "out-" + t.task_id, 0.0, [], "") if t.task_id in ready else t
             for t in rec.tasks], "")
     assert order == [["wf/fetch"], ["wf/think"], ["wf/act"], ["wf/report"]]
     out = classes.job_output(rec)

@@ -65,16 +65,33 @@ def _model(i: int = 0) -> list[ArtifactRef]:
     return [ArtifactRef(f"model-{i}", 10 * GB)]
 
 
-@settings(max_examples=80)
-@given(*(st.builds(TaskState, st.just("t"), st.sampled_from(["pending", "placed", "running", "failed", "done"]),
-                   st.integers(0, 5), st.sampled_from([None, PEERS[0], PEERS[1]]), st.sampled_from(["", "o1", "o2"]),
-                   st.sampled_from([0.0, 10.0])) for _ in range(3)))
+_TASK_STATES = st.builds(
+    TaskState, st.just("t"),
+    st.sampled_from(["pending", "placed", "running", "failed", "lost", "error", "done"]),
+    st.integers(0, 5), st.sampled_from([None, PEERS[0], PEERS[1]]), st.sampled_from(["", "o1", "o2"]),
+    st.sampled_from([0.0, 10.0]),
+    # failed epochs as the wire holds them: ascending, distinct, at most FAILED_KEPT
+    st.lists(st.integers(1, 40), unique=True, max_size=20).map(lambda xs: sorted(xs)[-16:]),
+    st.sampled_from(["", "e1", "e2"]),
+)
+
+
+@settings(max_examples=300)
+@given(_TASK_STATES, _TASK_STATES, _TASK_STATES)
 def test_task_merge_is_a_join(a, b, c):
     assert merge_task(a, b) == merge_task(b, a)
     assert merge_task(merge_task(a, b), c) == merge_task(a, merge_task(b, c))
     assert merge_task(a, a) == a
+    ab = merge_task(a, b)
     if a.state == "done" or b.state == "done":
-        assert merge_task(a, b).state == "done"
+        assert ab.state == "done"
+    elif a.state == "error" or b.state == "error":
+        assert ab.state == "error"  # given up stays given up, whatever epoch the other copy is at
+    # failures are never forgotten: the union (newest 16), the error of the newest failed epoch
+    assert ab.failed == sorted(set(a.failed) | set(b.failed))[-16:]
+    last = max((x.failed[-1] if x.failed else 0, x.error) for x in (a, b))
+    assert ab.error == last[1]
+    assert ab.failed == sorted(set(ab.failed))
 
 
 def test_killed_executor_is_replaced_and_the_job_finishes():
