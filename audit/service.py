@@ -97,10 +97,11 @@ to ``path`` on the peer's machine.
 
 Knowingly left out: witnesses comparing notes with each other (a split view
 shown to disjoint witness sets is caught only when an auditor holds both);
-authorisation of the ``audit`` request beyond mesh membership; configuration
-through ``config.toml`` (an ``[audit]`` table belongs in
-:mod:`arcnet.mesh.config`; until then the knobs come from ``ARCNET_AUDIT_*``
-environment variables, see :meth:`AuditConfig.from_env`).
+authorisation of the ``audit`` request beyond mesh membership.
+
+Configuration: the ``[audit]`` table of ``config.toml`` sets the knobs of
+:class:`AuditConfig`; ``ARCNET_AUDIT_*`` environment variables override it
+(tests, benchmarks; see :meth:`AuditConfig.from_env`).
 """
 
 from __future__ import annotations
@@ -182,11 +183,15 @@ class AuditConfig:
     ENV_PREFIX = "ARCNET_AUDIT_"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AuditConfig":
-        """Defaults, overridden by ``ARCNET_AUDIT_<FIELD>`` (e.g.
-        ``ARCNET_AUDIT_CHECKPOINT_INTERVAL_S=1``). A bad value is a DaemonError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 base: Mapping[str, Any] | None = None) -> "AuditConfig":
+        """``base`` (the ``[audit]`` table of ``config.toml``, already validated by
+        :func:`arcnet.mesh.config.load_config`) over the defaults, each overridden by
+        ``ARCNET_AUDIT_<FIELD>`` when set (e.g. ``ARCNET_AUDIT_CHECKPOINT_INTERVAL_S=1``;
+        for tests and benchmarks). ``witness_interval_s``, unless given, follows
+        ``checkpoint_interval_s``. A bad variable is a DaemonError."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(base or {})
         for f in dataclasses.fields(cls):
             raw = env.get(cls.ENV_PREFIX + f.name.upper())
             if raw is None:
@@ -534,7 +539,7 @@ class AuditService(Service):
     def __init__(self, node: Any, ctx: Any, config: AuditConfig | None = None, *, gossip: Any = None):
         self.node = node
         self.ctx = ctx
-        self.config = config or AuditConfig.from_env()
+        self.config = config or AuditConfig()  # the daemon passes config.toml [audit] + environment
         self.identity = ctx.identity
         self.peer_id: str = ctx.identity.peer_id
         self.dir = Path(ctx.config.data_dir) / "audit"

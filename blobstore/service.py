@@ -88,9 +88,11 @@ again to follow it.
 bulk server corrupt one in every ``round(1 / fraction)`` chunks it sends:
 how the tests and the benchmark play a holder with rotting disks.
 
-Knowingly left out: a ``[blob]`` table in ``config.toml`` (the knobs of
-:class:`BlobConfig` come from ``ARCNET_BLOB_*`` environment variables until
-the config file has one); per-project encryption on ``blob.put`` (the store
+Configuration: the ``[blob]`` table of ``config.toml`` sets the knobs of
+:class:`BlobConfig`; ``ARCNET_BLOB_*`` environment variables override it
+(tests, benchmarks). :mod:`arcnet.mesh.stack` builds the config and passes it in.
+
+Knowingly left out: per-project encryption on ``blob.put`` (the store
 takes ciphertext from :mod:`arcnet.blobstore.crypt`; the wiring is not
 done); authorisation of control methods per project (``arcnet.mesh.authz``
 checks signed requests once the daemon calls it); deleting artifacts and
@@ -199,7 +201,9 @@ class BlobAck(Message, tag=0x0624, protocol=BLOB_PROTOCOL):
 
 @dataclass
 class BlobConfig:
-    """Knobs of the blob service; units last in the names. Environment: ``ARCNET_BLOB_<NAME>``.
+    """Knobs of the blob service; units last in the names. The ``[blob]`` table of
+    ``config.toml`` sets them (same names); an ``ARCNET_BLOB_<NAME>`` environment
+    variable overrides the table (tests, benchmarks). See :meth:`from_env`.
 
     ``durable`` (True): fsync every group commit (False survives a process
     crash but not a power cut; for benchmarks and scratch peers).
@@ -282,10 +286,13 @@ class BlobConfig:
             raise ValueError("test_corrupt_fraction must be in [0, 1]")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "BlobConfig":
-        """Defaults, overridden by ``ARCNET_BLOB_<NAME>`` variables (e.g. ``ARCNET_BLOB_DURABLE=0``)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, base: Mapping[str, Any] | None = None) -> "BlobConfig":
+        """``base`` (the ``[blob]`` table of ``config.toml``, already validated by
+        :func:`arcnet.mesh.config.load_config`) over the defaults, each overridden by
+        its ``ARCNET_BLOB_<NAME>`` variable when set (e.g. ``ARCNET_BLOB_DURABLE=0``;
+        for tests and benchmarks). ``env`` None reads ``os.environ``."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(base or {})
         for f in fields(cls):
             raw = env.get(f"ARCNET_BLOB_{f.name.upper()}")
             if raw is None:
@@ -461,7 +468,7 @@ class BlobService:
 
     def __init__(self, ctx: Any, config: BlobConfig | None = None):
         self.ctx = ctx
-        self.config = cfg = config or BlobConfig.from_env()
+        self.config = cfg = config or BlobConfig()  # the daemon passes config.toml [blob] + environment
         self.me: str = ctx.identity.peer_id
         self.region: str = ctx.config.region
         self.store = Store.open(ctx.config.data_dir, durable=cfg.durable,

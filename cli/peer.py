@@ -36,9 +36,11 @@ def main(config_path, data_dir, log_level, log_format, debug) -> None:
             candidate = dd / "config.toml"
             config_path = str(candidate) if candidate.exists() else None
         cfg = load_config(config_path, data_dir=data_dir)
-        from arcnet.mesh.stack import gossip_config
+        from arcnet.mesh.stack import audit_config, blob_config, gossip_config
 
         gossip_config(cfg.gossip)  # validate knobs now: one clear line, not a failure at start-up
+        blob_config(cfg)  # [blob] and [audit] with their ARCNET_BLOB_*/ARCNET_AUDIT_* overrides
+        audit_config(cfg)
         identity = Identity.load(cfg.key_path) if cfg.key_path.exists() else Identity.load_or_create(cfg.key_path)
         daemon = PeerDaemon(cfg, identity, build_node)
         trio.run(daemon.run)

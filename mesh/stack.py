@@ -10,7 +10,8 @@ and the daemon-side services beside it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import Any, Mapping
 
 from arcnet import __version__
 from arcnet.gossip.stack import GossipConfig, build_gossip_node, gossip_of
@@ -19,7 +20,7 @@ from .logs import RateLimitedLog
 from .node import Node
 from .peer import PeerContext, PeerDaemon, Service
 
-__all__ = ["GossipService", "build_node", "gossip_config"]
+__all__ = ["GossipService", "audit_config", "blob_config", "build_node", "gossip_config"]
 
 log = logging.getLogger("arcnet.peer")
 
@@ -41,6 +42,28 @@ def gossip_config(knobs: dict[str, Any]) -> GossipConfig:
             raise ConfigError(f"gossip.{key}: expected {type(current).__name__}, got {type(value).__name__}")
         object.__setattr__(target, name, value)
     return cfg
+
+
+def blob_config(cfg: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The blob service's :class:`~arcnet.blobstore.service.BlobConfig`: defaults, then the
+    config file's ``[blob]`` table, then ``ARCNET_BLOB_*`` variables (``environ``, default
+    ``os.environ``; for tests and benchmarks). A bad variable is a ConfigError."""
+    from arcnet.blobstore.service import BlobConfig
+    from arcnet.mesh.config import ConfigError
+
+    try:
+        return BlobConfig.from_env(os.environ if environ is None else environ, base=cfg.blob)
+    except ValueError as exc:
+        raise ConfigError(f"blob: {exc}") from None
+
+
+def audit_config(cfg: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The audit service's :class:`~arcnet.audit.service.AuditConfig`: defaults, then the
+    config file's ``[audit]`` table, then ``ARCNET_AUDIT_*`` variables (``environ``, default
+    ``os.environ``; for tests and benchmarks). A bad variable is a DaemonError."""
+    from arcnet.audit.service import AuditConfig
+
+    return AuditConfig.from_env(os.environ if environ is None else environ, base=cfg.audit)
 
 
 class DrainFlag:
@@ -174,7 +197,7 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
         sampler = sampler_from_source(cfg.energy_source)
     from arcnet.blobstore.service import BlobService  # the store, bulk server and fetches of this peer
 
-    blobs = BlobService(ctx)
+    blobs = BlobService(ctx, blob_config(cfg))
     drain = DrainFlag(cfg.data_dir)
     node = build_gossip_node(
         ctx.identity,
@@ -197,7 +220,7 @@ def build_node(ctx: PeerContext) -> tuple[Node, list[Service]]:
     from arcnet.audit.service import AuditService  # trio-side; the audit package itself is sans-trio
 
     # the audit log first: services close in reverse order, so it records to the end
-    return node, [AuditService(node, ctx), GossipService(node, ctx, sampler, drain), blobs, jobs]
+    return node, [AuditService(node, ctx, audit_config(cfg)), GossipService(node, ctx, sampler, drain), blobs, jobs]
 
 
 def _placement_core(node: Node, ctx: PeerContext) -> Any:
