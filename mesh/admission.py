@@ -31,10 +31,15 @@ admitted neighbours: epidemic broadcast over the connection graph).
 
 Until a peer is admitted, :meth:`AdmissionGate.allowed` is False: the daemon
 drops its message frames (counted) and the gate refuses its mesh requests.
-A peer that presents a bad certificate is disconnected at once; a peer that
-presents none (or does not answer: a CLI client, which has a grant rather than
-a certificate) keeps its connection for ``grace_s`` so it can finish control
-requests, and is then disconnected. Expiry and revocation are re-checked
+A peer that presents a bad certificate is refused (counted, logged as a
+warning) and disconnected at once. A connection that presents none (or does
+not answer) may be a CLI client, which has a grant rather than a certificate:
+it keeps its connection for ``grace_s`` so it can finish control requests, and
+is then disconnected. Such a connection is quiet (DEBUG) while its grace runs
+and, once it has made a control request, for good (counted as
+``clients_connected``, not as refused); only one that neither presents a
+certificate nor makes a control request before its grace runs out is counted
+as refused and logged (one warning line). Expiry and revocation are re-checked
 every ``sweep_interval_s`` for admitted peers too.
 
 A data directory with no ``trust/*.pub`` runs **open** (development mode):
@@ -137,7 +142,8 @@ REASONS = (
 )
 
 # Refusals that may be a client (which has a grant, not a certificate) or a transient
-# stream failure: the connection keeps its grace time and the refusal is not remembered.
+# stream failure: the connection keeps its grace time ("unproven" until then), the refusal
+# is counted and logged only if it makes no control request within it, and is not remembered.
 _SOFT_REASONS = frozenset({"no_certificate", "unanswered"})
 
 _CERT_DOMAIN = b"arcnet/cert/v1\0"
@@ -567,8 +573,10 @@ class _PeerState:
     gen: int  # connection generation: a challenge for an older connection is ignored
     connected_at: float  # trio clock
     deadline: float  # trio clock: disconnect at this time unless admitted (or held)
-    state: str = "pending"  # pending | admitted | refused
+    state: str = "pending"  # pending | unproven (no certificate, within its grace: a client?) | admitted | refused
     reason: str = ""
+    error: AdmissionError | None = None  # unproven: why, for the refusal if its grace runs out
+    client: bool = False  # made a control request while not admitted: a client, never a refused peer
     body: CertBody | None = None
     decided: trio.Event | None = None
 
@@ -580,6 +588,8 @@ _COUNTERS = (
     "proofs_served",  # challenges this peer answered
     "admitted",
     *(f"refused_{r}" for r in REASONS),
+    "clients_connected",  # connections without a certificate that made a control request (the CLI)
+    "closed_unproven",  # closed within their grace time with no certificate and no control request
     "frames_dropped_unadmitted",  # message frames from peers refused or unknown to the gate
     "frames_dropped_pending",  # message frames from peers whose admission is still being decided
     "sends_refused",  # frames the daemon did not send to a refused peer
@@ -626,8 +636,10 @@ class AdmissionGate:
     ``on_decision(kind, data)``, if set, is called (synchronously; it must
     not block) with the audit log's kinds: ``admission.granted``
     ``{subject, operator, expires_ms}``, ``admission.refused`` ``{subject,
-    reason}``, ``admission.revoked`` ``{subject, reason}`` (an admitted
-    peer's certificate expired or was revoked while connected).
+    reason}`` (at once for a bad certificate; when its grace runs out for a
+    connection with none that made no control request), ``admission.revoked``
+    ``{subject, reason}`` (an admitted peer's certificate expired or was
+    revoked while connected).
     """
 
     def __init__(
@@ -790,7 +802,7 @@ class AdmissionGate:
         if not self.trust:
             return True
         st = self._peers.get(peer_id)
-        refused = st is not None and st.state == "refused"
+        refused = st is not None and st.state in ("refused", "unproven")
         if not refused and peer_id in self._recent_refusals:
             # Disconnected after a refusal: sending would dial it again, only to refuse it again.
             if self._recent_refusals[peer_id] > trio.current_time():
@@ -823,7 +835,14 @@ class AdmissionGate:
 
     def on_disconnect(self, peer_id: str) -> None:
         st = self._peers.pop(peer_id, None)
-        if st is not None and st.decided is not None:
+        if st is None:
+            return
+        if st.state in ("pending", "unproven") and not st.client and st.deadline != float("inf"):
+            # It left within its grace time, certificate-less and without a control request: not refused.
+            self._stats["closed_unproven"] += 1
+            log.debug("peer %s closed its connection within its grace time (no certificate, no control request)",
+                      peer_id)
+        if st.decided is not None:
             st.decided.set()  # wake waiters in require(): the answer is "no longer connected"
 
     # -- wrappers for request handlers ---------------------------------------------
@@ -851,6 +870,12 @@ class AdmissionGate:
         of a certificate (up to ``hold_max_s`` after it connected). Authorisation is authz's job."""
 
         async def held(peer_id: str, payload: bytes) -> bytes:
+            st = self._peers.get(peer_id)
+            if st is not None and not st.client and st.state != "admitted":
+                # a client (it has a grant, not a certificate): not a refused peer, nothing to warn about
+                st.client = True
+                self._stats["clients_connected"] += 1
+                log.debug("client %s connected (control request, no certificate)", peer_id)
             self._holds[peer_id] += 1
             try:
                 return await handler(peer_id, payload)
@@ -1040,6 +1065,8 @@ class AdmissionGate:
         st = self._peers.get(peer_id)
         if st is None or st.gen != gen:
             return  # that connection is gone; a newer one has its own challenge
+        if st.state == "refused":
+            return  # its grace ran out before the answer came: refused once, and being disconnected
         if err is None:
             st.state, st.body, st.reason = "admitted", body, ""
             self._stats["admitted"] += 1
@@ -1048,16 +1075,20 @@ class AdmissionGate:
             root = self.trust.key(body.issuer)
             operator = _identity.peer_id_from_public_key(root) if root is not None else ""
             self._notify("admission.granted", {"subject": peer_id, "operator": operator, "expires_ms": body.expires_s * 1000})
+        elif err.reason in _SOFT_REASONS:
+            # No certificate, or no answer, may be a CLI client with a control request in
+            # flight: it keeps the rest of its grace time, and is refused (counted, logged,
+            # audited) only if it makes no control request within it (see _sweep).
+            st.state, st.reason, st.error = "unproven", err.reason, err
+            log.debug("peer %s is unproven (%s: %s): held for its grace time, as a client may be",
+                      peer_id, err.reason, err)
         else:
+            # A bad certificate is an outsider or an impostor: refuse it and cut it off now.
             st.state, st.reason = "refused", err.reason
             self._refusal(peer_id, err)
             self._notify("admission.refused", {"subject": peer_id, "reason": err.reason})
-            # A bad certificate is an outsider or an impostor: cut it off now. No
-            # certificate, or no answer, may be a CLI client with a control request
-            # in flight: it keeps the rest of its grace time.
-            if err.reason not in _SOFT_REASONS:
-                st.deadline = trio.current_time()
-                self._wake.unpark_all()
+            st.deadline = trio.current_time()
+            self._wake.unpark_all()
         if st.decided is not None:
             st.decided.set()
 
@@ -1104,10 +1135,19 @@ class AdmissionGate:
                 continue
             if now < st.deadline:
                 continue
-            if st.state == "pending" or st.reason in _SOFT_REASONS:
+            if st.state in ("pending", "unproven"):
                 if self._holds.get(peer_id) and now < st.connected_at + self.hold_max_s:
                     st.deadline = min(now + 1.0, st.connected_at + self.hold_max_s)
                     continue
+                if st.client:
+                    log.debug("client %s: grace time over, disconnecting", peer_id)
+                else:
+                    # neither a certificate nor a control request within its grace: refused now
+                    err = st.error or AdmissionError(
+                        "unanswered", f"did not answer the admission challenge within its grace time ({self.grace_s:g} s)")
+                    st.state, st.reason, st.error = "refused", err.reason, None
+                    self._refusal(peer_id, err)
+                    self._notify("admission.refused", {"subject": peer_id, "reason": err.reason})
                 self._disconnect_soon(peer_id, "disconnects_grace")
             else:
                 self._disconnect_soon(peer_id, "disconnects_refused")
@@ -1173,6 +1213,7 @@ class AdmissionGate:
         out["trust_roots"] = len(self.trust)
         out["peers_pending"] = states["pending"]
         out["peers_admitted"] = states["admitted"]
+        out["peers_unproven"] = states["unproven"]  # no certificate, within their grace time (clients, mostly)
         out["peers_refused"] = states["refused"]
         out["held_clients"] = len(self._holds)
         # for alerting before this peer's own certificate runs out (-1: none)

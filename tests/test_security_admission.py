@@ -312,6 +312,10 @@ async def test_admitted_peers_talk_and_outsiders_are_dropped_and_disconnected(ca
         assert granted["subject"] == B.peer_id and granted["operator"] == ROOT.peer_id
     refusals = [r.getMessage() for r in caplog.records if "refused peer" in r.getMessage()]
     assert len(refusals) >= 4 and all("\n" not in m for m in refusals)
+    # c and d (no certificate, no answer, no control request): one line each, when their grace ran out
+    for who, reason in ((C, "no_certificate"), (D, "unanswered")):
+        mine = [m for m in refusals if who.peer_id in m]
+        assert len(mine) == 1 and f"({reason})" in mine[0], mine
 
 
 async def test_requests_wait_for_admission_and_revocation_spreads_and_disconnects():
@@ -356,8 +360,10 @@ async def test_requests_wait_for_admission_and_revocation_spreads_and_disconnect
         assert a.gate.statistics()["revocations_rejected"] == 1
 
 
-async def test_guarded_control_requests_keep_a_client_connected_past_grace():
+async def test_guarded_control_requests_keep_a_client_connected_past_grace(caplog):
     from arcnet.mesh.transport import request_protocol
+
+    caplog.set_level(logging.DEBUG, logger="arcnet.admission")
 
     a = Site(A, cert_for(A, exp=2**40), grace_s=1.0)
     client = Site(C, gate=False)
@@ -380,15 +386,100 @@ async def test_guarded_control_requests_keep_a_client_connected_past_grace():
 
         nursery.start_soon(call)
         await entered.wait()
-        # well past grace: the client, refused for lack of a certificate, is held while its request runs
-        await wait_for(lambda: a.gate.statistics()["refused_no_certificate"] == 1)
+        # well past grace: the client, which has no certificate, is held while its request runs
+        await wait_for(lambda: C.peer_id in a.gate._peers and a.gate._peers[C.peer_id].state == "unproven")
         deadline = a.gate._peers[C.peer_id].connected_at + a.gate.grace_s + 0.3
         await wait_for(lambda: trio.current_time() > deadline)
         assert a.transport.is_connected(C.peer_id)
         release.set()
         await wait_for(lambda: got == [b"done"])
         await wait_for(lambda: not a.transport.is_connected(C.peer_id))
-        assert a.gate.statistics()["disconnects_grace"] == 1
+        st = a.gate.statistics()
+        assert st["disconnects_grace"] == 1
+        # a client, not a refused peer: counted as one, not logged as a refusal, not audited
+        assert st["clients_connected"] == 1 and st["refused_no_certificate"] == 0
+        assert not [k for k, _ in a.decisions if k == "admission.refused"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert any(C.peer_id in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+
+
+class FakeTransport:
+    """Just what the gate uses of a transport, in memory: each remote answers challenges with a handler."""
+
+    def __init__(self) -> None:
+        self.on_connect = self.on_disconnect = None
+        self.handlers: dict[str, object] = {}  # remote peer id -> admission handler (None: never answers)
+        self.disconnected: list[str] = []
+
+    def set_request_handler(self, protocol, handler) -> None:
+        pass
+
+    def connected_peers(self) -> list[str]:
+        return list(self.handlers)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.handlers
+
+    def connect(self, peer_id: str, handler) -> None:
+        self.handlers[peer_id] = handler
+        self.on_connect(peer_id, None)
+
+    async def request(self, peer_id, protocol, payload, timeout_s):
+        handler = self.handlers[peer_id]
+        if handler is None:
+            await trio.sleep_forever()  # a connection that never answers (the gate's timeout is the transport's)
+        return await handler(A.peer_id, payload)
+
+    async def disconnect(self, peer_id: str) -> None:
+        if self.handlers.pop(peer_id, False) is not False:
+            self.disconnected.append(peer_id)
+            self.on_disconnect(peer_id)
+
+
+async def test_connections_without_a_certificate_are_quiet_unless_their_grace_runs_out(caplog, autojump_clock):
+    """Sans-IO on virtual time: a client (control request) is never a refusal; a silent one is, once."""
+    caplog.set_level(logging.DEBUG, logger="arcnet.admission")
+    t = FakeTransport()
+    gate = AdmissionGate(A, TRUST, cert_for(A, exp=2**40), grace_s=15.0, log_interval_s=0.0)
+    gate.attach(t)
+    decisions: list[tuple[str, dict]] = []
+    gate.on_decision = lambda kind, data: decisions.append((kind, data))
+    served: list[str] = []
+
+    async def control(peer: str, payload: bytes) -> bytes:
+        served.append(peer)
+        return b"ok"
+
+    control = gate.guard(control)
+    warnings = lambda: [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # noqa: E731
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.run)
+        t.connect(C.peer_id, client_admission_handler(C))  # the CLI: "no certificate", then a control request
+        t.connect(D.peer_id, client_admission_handler(D))  # no certificate, and nothing else
+        t.connect(E.peer_id, client_admission_handler(E))  # no certificate, closes within its grace
+        t.connect(B.peer_id, None)  # never answers the challenge
+        await trio.sleep(1.0)
+        assert await control(C.peer_id, b"status") == b"ok"
+        st = gate.statistics()
+        assert st["peers_unproven"] == 3 and st["peers_pending"] == 1 and st["peers_refused"] == 0
+        assert st["clients_connected"] == 1 and st["refused_no_certificate"] == 0
+        assert not gate.allowed(C.peer_id) and not gate.may_send(C.peer_id)  # still no member
+        await t.disconnect(E.peer_id)
+        await trio.sleep(10.0)
+        assert warnings() == [] and decisions == []  # within grace: nothing at WARNING, nothing refused
+        await trio.sleep(5.0 + 2 * gate.sweep_interval_s)  # grace over
+        assert sorted(t.disconnected) == sorted([E.peer_id, C.peer_id, D.peer_id, B.peer_id])
+        st = gate.statistics()
+        assert st["refused_no_certificate"] == 1 and st["refused_unanswered"] == 1  # D and B, not C nor E
+        assert st["clients_connected"] == 1 and st["closed_unproven"] == 1 and st["disconnects_grace"] == 3
+        assert st["peers_unproven"] == st["peers_pending"] == st["peers_refused"] == 0
+        await trio.sleep(60.0)  # later sweeps do not log them again
+        nursery.cancel_scope.cancel()
+    assert warnings() == [f"refused peer {D.peer_id} (no_certificate): presented no membership certificate",
+                          f"refused peer {B.peer_id} (unanswered): did not answer the admission challenge "
+                          f"within its grace time (15 s)"]
+    assert sorted(d["subject"] for k, d in decisions if k == "admission.refused") == sorted([D.peer_id, B.peer_id])
+    assert served == [C.peer_id]
 
 
 async def test_open_mesh_allows_everyone():

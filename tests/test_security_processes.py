@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import trio
 
-from arcnet.cli.client import CliError, Client
+from arcnet.cli.client import CliError, Client, call_async
 from arcnet.cli.localmesh import LocalMesh
 from arcnet.gossip.membership import ALIVE, Gossip, encode_updates
 from arcnet.gossip.state import REGION, StateDelta, signed_bytes
@@ -247,7 +247,8 @@ async def test_unadmitted_peers_are_dropped_and_disconnected_while_members_admit
         assert s3["admission.disconnects_refused"] >= base3["admission.disconnects_refused"] + 1
 
         # no certificate: whatever it sends is dropped (here: a membership update announcing itself),
-        # counted and logged, and the connection is closed when its grace time runs out
+        # counted and logged, and the connection is refused (one line) and closed when its grace time
+        # runs out: it made no control request, so it is no client
         join = wire.encode(Gossip(encode_updates([(ALIVE, nocert.peer_id, 0, None, tn.listen_addrs()[0], "west")])))
         drop_line = f"dropped a frame from unadmitted peer {nocert.peer_id}"
 
@@ -260,16 +261,49 @@ async def test_unadmitted_peers_are_dropped_and_disconnected_while_members_admit
         await wait_for(dropped, 15, interval_s=0.2, what="a dropped frame to be logged")
         s2 = await stats(ops, p2)
         assert s2["admission.frames_dropped_unadmitted"] >= base2["admission.frames_dropped_unadmitted"] + 1
-        assert s2["admission.refused_no_certificate"] >= base2["admission.refused_no_certificate"] + 1
         await disconnected(tn, p2, 30)  # grace_s (15 s) after it connected
         s2 = await counter_reaches(ops, p2, "admission.disconnects_grace", base2["admission.disconnects_grace"] + 1)
+        assert s2["admission.refused_no_certificate"] == base2["admission.refused_no_certificate"] + 1
         assert s2["daemon.core_errors"] == 0
+        line = await logged(p2, f"refused peer {nocert.peer_id} (no_certificate)")
+        assert " WARNING " in line
+        lines = p2.log_path.read_text(errors="replace").splitlines()
+        assert sum(f"refused peer {nocert.peer_id}" in ln for ln in lines) == 1  # once, at the end of its grace
 
     # nothing either outsider sent was accepted or relayed: neither is a member anywhere
     for p in sec.peers:
         states = await member_states(ops, p.addr)
         assert nocert.peer_id not in states and foreign.peer_id not in states
     await members_intact(ops, sec)
+
+
+async def test_a_cli_call_leaves_no_warning_in_the_peers_log(sec, ops):
+    """What `arcnet status` does (one signed control request, no certificate): quiet at the peer, even past grace."""
+    p1 = sec.peers[0]
+    cli = Identity.generate()
+    base = await stats(ops, p1)
+    start = p1.log_path.stat().st_size
+    res = await call_async(p1.addr, "status", identity=cli, grant=grant_for(cli, "*", ["read"]), project="")
+    assert res
+    s1 = await counter_reaches(ops, p1, "admission.clients_connected", base["admission.clients_connected"] + 1)
+
+    def new_lines() -> list[str]:
+        with open(p1.log_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace").splitlines()
+
+    until = trio.current_time() + 17.0  # grace_s (15 s) after it connected, and a sweep
+
+    async def grace_over_quietly():
+        loud = [ln for ln in new_lines() if " WARNING " in ln or " ERROR " in ln or cli.peer_id in ln]
+        assert not loud, loud
+        return trio.current_time() > until
+
+    await wait_for(grace_over_quietly, 30, interval_s=0.5, what="the CLI client's grace time to pass")
+    s1 = await stats(ops, p1)
+    for r in ("no_certificate", "unanswered"):  # a client is not a refused peer
+        assert s1[f"admission.refused_{r}"] == base[f"admission.refused_{r}"]
+    assert s1["authz.refused_unsigned"] == base["authz.refused_unsigned"]
 
 
 async def test_expired_and_revoked_certificates_are_refused(sec, ops):
