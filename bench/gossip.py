@@ -653,7 +653,12 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("fork").Pool(a.jobs) as pool:
             results = pool.map(run_task, units, chunksize=1)
     else:
-        results = [run_task(u) for u in units]
+        results = []
+        for u in units:
+            results.append(run_task(u))
+            if a.raw:  # each task's result as it lands: a long run stopped early keeps what it measured
+                with open(a.raw + ".partial.jsonl", "a") as f:
+                    f.write(json.dumps(results[-1], default=str) + "\n")
     agg = aggregate(results, n)
     agg["wall_s"] = round(time.time() - t0, 1)
     if a.raw:
