@@ -12,7 +12,9 @@ The rule, in order:
    ``stable`` (up for ``stable_s``, and not flapping: a peer that had to
    refute ``flap_refutations_max`` suspicions within ``stable_s`` is out
    for ``stable_s``), are not draining, and are above the floors: health score and,
-   for sites with a battery, battery state of charge.
+   for sites with a battery, battery state of charge. If no candidate
+   clears every floor, the battery floor is dropped (a region at night
+   with every battery drained still has a leader).
 2. The *incumbent* is the candidate with the highest claimed epoch (a
    leader writes ``lead = (epoch, term, stable)`` into its own state). It
    keeps its floors relaxed by ``floor_hysteresis``, so a battery hovering
@@ -98,42 +100,60 @@ def score(c: Mapping[str, Any], cfg: LeaderConfig) -> float:
     return round(cfg.weight_health * health + cfg.weight_battery * soc + cfg.weight_headroom * head, 9)
 
 
-def _floors_ok(c: Mapping[str, Any], cfg: LeaderConfig, slack: float) -> bool:
+def _floors_ok(c: Mapping[str, Any], cfg: LeaderConfig, slack: float, battery: bool = True) -> bool:
     if not c.get("stable") or c.get("draining"):
         return False
     if "health_score" not in c or c["health_score"] < cfg.health_floor - slack:
         return False
-    if c.get("battery_kwh", 0.0) > 0 and c.get("battery_soc_fraction", 0.0) < cfg.battery_floor_fraction - slack:
+    if battery and c.get("battery_kwh", 0.0) > 0 and c.get("battery_soc_fraction", 0.0) < cfg.battery_floor_fraction - slack:
         return False
     return True
 
 
-def facts(c: Mapping[str, Any], cfg: LeaderConfig) -> tuple[float, bool, bool, int, int]:
-    """(score, eligible, eligible as incumbent, claimed epoch, term) of one candidate's state."""
+def facts(c: Mapping[str, Any], cfg: LeaderConfig) -> tuple[float, bool, bool, int, int, bool]:
+    """(score, eligible, eligible as incumbent, claimed epoch, term, eligible but for the
+    battery floor) of one candidate's state."""
     return (
         score(c, cfg),
         _floors_ok(c, cfg, 0.0),
         _floors_ok(c, cfg, cfg.floor_hysteresis),
         int(c.get("lead_epoch", 0)),
         int(c.get("lead_term", 0)),
+        _floors_ok(c, cfg, 0.0, battery=False),
     )
 
 
 def _choose(rows: Sequence[tuple], margin: float) -> tuple[str | None, int]:
-    """rows: (peer, alive, score, eligible, eligible_incumbent, epoch, term)."""
+    """rows: (peer, alive, score, eligible, eligible_incumbent, epoch, term, eligible but for the battery).
+
+    When no candidate is above every floor (a region at night with every battery
+    drained), the battery floor is dropped rather than leave the region without
+    a leader: the best of the healthy, stable candidates leads until a charged
+    one can take over.
+    """
+    leader, epoch = _pick(rows, margin, 3, 4)
+    if leader is None:
+        fallback = _pick(rows, margin, 7, 7)
+        if fallback[0] is not None:
+            return fallback
+    return leader, epoch
+
+
+def _pick(rows: Sequence[tuple], margin: float, ok_at: int, inc_at: int) -> tuple[str | None, int]:
     max_term = 0
     best = inc = None
     for r in rows:
-        peer, alive, sc, ok, ok_inc, epoch, term = r
+        peer, alive, sc = r[0], r[1], r[2]
+        epoch, term = r[5], r[6]
         if not alive:
             continue
         if term > max_term:
             max_term = term
         if epoch > max_term:
             max_term = epoch
-        if ok and (best is None or sc > best[2] or (sc == best[2] and peer < best[0])):
+        if r[ok_at] and (best is None or sc > best[2] or (sc == best[2] and peer < best[0])):
             best = r
-        if epoch > 0 and ok_inc and (inc is None or epoch > inc[5] or (epoch == inc[5] and peer < inc[0])):
+        if epoch > 0 and r[inc_at] and (inc is None or epoch > inc[5] or (epoch == inc[5] and peer < inc[0])):
             inc = r
     if inc is None:
         return (None, max_term) if best is None else (best[0], max_term + 1)

@@ -70,9 +70,20 @@ def test_ineligible_candidates_and_incumbent_hysteresis():
     # the incumbent stays eligible a little below the battery floor; a newcomer does not
     inc = cand("g", soc=CFG.battery_floor_fraction - CFG.floor_hysteresis / 2, epoch=2, term=2)
     assert choose_leader([inc, cand("h", soc=CFG.battery_floor_fraction - 0.01)], CFG) == ("g", 2)
-    assert choose_leader([cand("h", soc=CFG.battery_floor_fraction - 0.01)], CFG) == (None, 0)
+    assert choose_leader([cand("h", soc=CFG.battery_floor_fraction - 0.01), cand("j", soc=0.9)], CFG)[0] == "j"
     # a site without a battery is judged on health alone
     assert choose_leader([cand("i", soc=0.0, kwh=0.0)], CFG)[0] == "i"
+
+
+def test_a_region_with_every_battery_below_the_floor_still_has_a_leader():
+    low = CFG.battery_floor_fraction - 0.1
+    night = [cand("a", soc=low), cand("b", soc=low - 0.05), cand("c", soc=0.9, health=0.2), cand("d", stable=False, soc=0.9)]
+    assert choose_leader(night, CFG) == ("a", 1)  # best of the healthy, stable ones; health floor still holds
+    # it stays while nobody is charged (hysteresis as usual) ...
+    assert choose_leader([cand("a", soc=low, epoch=1, term=1), cand("b", soc=low + 0.05, term=1)], CFG) == ("a", 1)
+    # ... and a charged candidate takes over at once, at a higher epoch
+    assert choose_leader([cand("a", soc=low, epoch=1, term=1), cand("e", soc=0.5, term=1)], CFG) == ("e", 2)
+    assert choose_leader([cand("c", soc=0.9, health=0.2)], CFG) == (None, 0)  # unhealthy: no fallback
 
 
 def test_epochs_grow_past_every_term_seen():
