@@ -224,9 +224,8 @@ async def test_unadmitted_peers_are_dropped_and_disconnected_while_members_admit
     p1, p2, p3 = sec.peers
     # the members admitted each other, each logged the admission, and refused no member
     for p in sec.peers:
-        s = await stats(ops, p)
+        s = await counter_reaches(ops, p, "admission.peers_admitted", 2)  # a loaded machine may lag a little
         assert s["admission.open_mode"] == 0 and s["admission.trust_roots"] == 1
-        assert s["admission.peers_admitted"] >= 2
         assert all(s[f"admission.refused_{r}"] == 0 for r in ("unknown_issuer", "bad_signature", "wrong_peer", "expired"))
         for q in sec.peers:
             if q is not p:
