@@ -200,32 +200,18 @@ def main() -> None:
     fig.update(events_per_s())
     warmup = a.warmup if a.warmup is not None else (0.0 if a.hours >= 1.0 else 120.0)
     fig["warmup_s"] = warmup
-    r1 = run_child(1000, a.hours, factory, warmup_s=warmup)
-    fig["wall_s_1000_peers_1h"] = round(r1["run_wall_s"] / a.hours, 1)
-    fig["cpu_s_1000_peers_1h"] = round(r1["run_cpu_s"] / a.hours, 1)
-    fig["extrapolated_1000"] = a.hours < 1.0
-    fig["measured_hours_1000"] = a.hours
-    fig["build_s_1000"] = r1["build_wall_s"]
-    fig["peak_rss_mib_1000"] = r1["peak_rss_mib"]
-    fig["events_1000"] = r1["events"]
-    fig["ok_1000"] = r1["ok"]
-    fig["regions_1000"] = r1["regions"]
-    fig["bytes_per_peer_per_s_1000"] = r1["bytes_per_peer_per_s"]
-    fig["messages_per_peer_per_s_1000"] = r1["messages_per_peer_per_s"]
+    sizes = [(1000, a.hours, warmup)]
     if a.large:
-        hl = a.large_hours or a.hours
-        r2 = run_child(10000, hl, factory, warmup_s=a.large_warmup if a.large_warmup is not None else warmup)
-        fig["wall_s_10000_peers_1h"] = round(r2["run_wall_s"] / hl, 1)
-        fig["cpu_s_10000_peers_1h"] = round(r2["run_cpu_s"] / hl, 1)
-        fig["extrapolated_10000"] = hl < 1.0
-        fig["measured_hours_10000"] = hl
-        fig["build_s_10000"] = r2["build_wall_s"]
-        fig["peak_rss_mib_10000"] = r2["peak_rss_mib"]
-        fig["events_10000"] = r2["events"]
-        fig["ok_10000"] = r2["ok"]
-        fig["regions_10000"] = r2["regions"]
-        fig["bytes_per_peer_per_s_10000"] = r2["bytes_per_peer_per_s"]
-        fig["messages_per_peer_per_s_10000"] = r2["messages_per_peer_per_s"]
+        sizes.append((10000, a.large_hours or a.hours, a.large_warmup if a.large_warmup is not None else warmup))
+    for peers, hours, warm in sizes:
+        r = run_child(peers, hours, factory, warmup_s=warm)
+        fig[f"wall_s_{peers}_peers_1h"] = round(r["run_wall_s"] / hours, 1)
+        fig[f"cpu_s_{peers}_peers_1h"] = round(r["run_cpu_s"] / hours, 1)
+        fig[f"extrapolated_{peers}"] = hours < 1.0
+        fig[f"measured_hours_{peers}"] = hours
+        fig[f"build_s_{peers}"] = r["build_wall_s"]
+        for key in ("peak_rss_mib", "events", "ok", "regions", "bytes_per_peer_per_s", "messages_per_peer_per_s"):
+            fig[f"{key}_{peers}"] = r[key]
     fig["trace_identical"] = trace_identical()
     if a.json:
         print(json.dumps(fig))
