@@ -105,7 +105,8 @@ class SwarmConfig:
     1 MB/s still arrives. ``bad_chunks_ban`` (3, at most 3): bad chunks before
     a holder is banned. ``timeouts_drop`` (3): consecutive timeouts before a
     holder is dropped. ``endgame_duplicates_max`` (2): extra copies of one
-    chunk asked for in endgame. ``origin_grace_s`` (1 s): with nothing
+    chunk asked for in endgame. ``origin_grace_s`` (3 s; 1 s let idle fetchers
+    take 2.75× the artifact from the seed on a busy host): with nothing
     outstanding for this long, origins are asked for anything (see the
     module docstring).
     """
@@ -116,7 +117,7 @@ class SwarmConfig:
     bad_chunks_ban: int = 3
     timeouts_drop: int = 3
     endgame_duplicates_max: int = 2
-    origin_grace_s: float = 1.0
+    origin_grace_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.bad_chunks_ban <= 3:
