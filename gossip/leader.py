@@ -92,6 +92,10 @@ class LeaderConfig:
     """Power headroom that scores full marks (a 1 MW site)."""
 
 
+# the published fields a candidate's row is computed from (see choose_leader)
+_INPUTS = ("stable", "draining", "health_score", "battery_soc_fraction", "battery_kwh", "power_headroom_kw", "lead_epoch", "lead_term")
+
+
 def score(c: Mapping[str, Any], cfg: LeaderConfig) -> float:
     """A candidate's score in 0..1 from its (quantised, published) readings."""
     health = float(c.get("health_score", 0.0))
@@ -255,20 +259,22 @@ class LeaderCore:
                 self._write_lead()
                 self.state.region_dirty[self.me] = True
                 out.append(self.timers.set("stable", now + self.cfg.stable_s))
-        if data.get("region") == self.region and kind != "member.suspect":
+        if data.get("region") == self.region and kind != "member.suspect":  # a suspect is still alive
+            peer = data.get("peer")
+            if peer and self._built:
+                self.state.region_dirty[peer] = True  # only this member's row (its aliveness) changed
             out.extend(self._evaluate(now, force=True))
         return out
 
     # -- internals ----------------------------------------------------------
 
     def _row(self, p: str) -> tuple | None:
-        c = self.state.view.get(p)
+        c = self.state.view.fields(p, _INPUTS)
         if c is None or not c.get("version"):
             return None
         if p == self.me:
-            c = dict(c)
             c["stable"] = self.stable  # my own flag is current; my published one may lag
-        return (p, True) + facts(c, self.cfg)
+        return (p, self.membership.is_alive(p)) + facts(c, self.cfg)
 
     def _rows(self, full: bool) -> list[tuple]:
         """Candidate rows for :func:`_choose`. Facts are recomputed only for the owners
@@ -291,15 +297,14 @@ class LeaderCore:
                 else:
                     rows[p] = r
             dirty.clear()
-        alive = self.membership.is_alive
-        return [r if alive(p) else (p, False) + r[2:] for p, r in rows.items()]
+        return list(rows.values())  # aliveness is in each row: a member event marks its row dirty
 
     def _evaluate(self, now: float, force: bool) -> list:
         due = now - self._summary_at >= self.state.cfg.summary_interval_s and self.leader == self.me
         if not force and not self.state.region_dirty and not due and self._built:
             return []
         self.stats["evaluations"] += 1
-        rows = self._rows(full=force or not self._built)
+        rows = self._rows(full=not self._built)
         self._built = True
         leader, epoch = _choose(rows, self.cfg.margin)
         out: list = []

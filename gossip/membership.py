@@ -191,7 +191,7 @@ class SyncReq(Message, tag=0x0306, protocol="swim"):
 class SyncPage(Message, tag=0x0307, protocol="swim"):
     join = BOOL
     cursor = U32  # next cursor when ``more``
-    more = BOOL
+    more = BOOL  # set on the last page of a batch only: ask for the next batch from ``cursor``
     records = Bytes(_BLOB_MAX)
 
 
@@ -1432,6 +1432,7 @@ class MembershipCore:
         alive = self.alive
         members = self.members
         i = cursor
+        more = False
         for _ in range(self.cfg.sync_pages_max):
             budget = self._budget
             encs: list[bytes] = []
@@ -1447,9 +1448,13 @@ class MembershipCore:
                 budget -= len(e)
                 i += 1
             more = i < len(alive)
-            pages.append((i if more else 0, more, _blob(encs)))
+            pages.append((0, False, _blob(encs)))
             if not more:
                 break
+        if more:
+            # only the batch's last page says "ask me for more from here": one request per
+            # batch (asked after every page, a join would fan out into a request storm)
+            pages[-1] = (i, True, pages[-1][2])
         return pages
 
     def _sample_records(self) -> bytes:

@@ -22,7 +22,9 @@ Scale -- the structure, and why per-peer cost does not grow with N:
   of its own region and of no one else. When it publishes, it pushes the new
   entries straight to every live peer of its region (one hop: spread is one
   network delay), retransmits to those that did not ack within
-  ``push_retry_s`` (a lost datagram costs one retry, not a gossip round),
+  ``push_retry_s`` (a lost datagram costs one retry, not a gossip round) --
+  or, with ``push_acks`` off (half the messages), lets the receiver pull
+  what it missed when the next push does not extend what it holds --
   and every ``ae_interval_s`` runs a scuttlebutt exchange (digest, then
   deltas) with a random region peer to repair anything missed (a restart,
   a healed partition, a joiner). Cost per peer is proportional to the region
@@ -46,9 +48,10 @@ most ``delta_messages_max`` messages.
 Noisy readings are quantised (``FIELDS``: a quantum and a change threshold
 per field) and a group is republished only when a field moved by its
 threshold, or when the quantised value differs and the last publish is
-``max_staleness_s`` old, and never more often than
-``publish_min_interval_s``: the bandwidth a peer spends on its own noise is
-bounded whatever the noise.
+``max_staleness_s`` old, and never more often than its
+``*_min_interval_s``: the bandwidth a peer spends on its own noise is
+bounded whatever the noise. A noisy group that changed but is not due rides
+along with one that is (same push, so the two stay in phase).
 
 Readings come from an injected sampler ``Callable[[float], dict]`` called
 every ``sample_interval_s`` (``arcnet.mesh.samplers`` reads a file or a
@@ -433,6 +436,12 @@ class StateConfig:
     loss a region peer still lacks an update after 1.2 s with probability
     ~1e-5 (push or ack lost five times in a row)."""
 
+    push_acks: bool = True
+    """Ask the region peers an eager push goes to for an ack, and retransmit
+    to those that do not send one (``push_retry_s``). Off, a lost push waits
+    for anti-entropy (``ae_interval_s``); half the messages of a publish are
+    acks, so long, low-rate studies in the simulator turn this off."""
+
     push_fanout_max: int = 128
     """Region peers an eager push goes to (all, in regions up to this size;
     a random subset beyond, the rest learn by anti-entropy)."""
@@ -530,6 +539,27 @@ class StateView:
             o.flat = _flatten(o, self._core.cfg)
         return o.flat
 
+    def fields(self, peer: str, names: Sequence[str]) -> dict[str, Any] | None:
+        """Some of :meth:`get`'s fields (those present), plus ``version``, without
+        flattening the rest: for a core that reads a few fields of many peers often."""
+        o = self._core.owners.get(peer)
+        if o is None or not o.keys:
+            return None
+        flat = o.flat
+        if flat is not None:
+            return {n: flat[n] for n in names if n in flat} | {"version": flat["version"]}
+        out: dict[str, Any] = {"version": o.top}
+        keys = o.keys
+        for n in names:
+            where = _FIELD_AT.get(n)
+            if where is None:
+                continue
+            e = keys.get(where[0])
+            if e is None or e.plain is None:
+                continue
+            out[n] = e.plain if where[1] < 0 else e.plain[where[1]]
+        return out
+
     def version(self, peer: str) -> int:
         """The newest version of ``peer``'s state held (0: none)."""
         o = self._core.owners.get(peer)
@@ -579,27 +609,37 @@ class StateView:
         return self._core.region_version
 
 
+_FLAT_NAMES: dict[str, tuple[str, ...]] = {
+    "health": GROUPS["health"],
+    "energy": GROUPS["energy"],
+    "geo": ("lat", "lon"),
+    "lead": ("lead_epoch", "lead_term", "stable"),
+}
+
+
+# flattened name -> (key, index in the key's tuple, or -1 for the whole value): StateView.fields
+_FIELD_AT: dict[str, tuple[str, int]] = {n: (k, i) for k, names in _FLAT_NAMES.items() for i, n in enumerate(names)}
+_FIELD_AT["draining"] = ("draining", -1)
+
+
 def _flatten(o: _Owner, cfg: StateConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"peer": o.peer, "region": o.region, "version": o.top}
+    flat_names = _FLAT_NAMES
     for key, e in o.keys.items():
         v = e.plain
         if v is None:
             continue
-        if key == "health" or key == "energy":
-            for name, x in zip(GROUPS[key], v):
-                out[name] = x
+        names = flat_names.get(key)
+        if names is not None:  # a tuple of named fields
+            out.update(zip(names, v))
         elif key == "caps":
             out["gpu_model"], out["gpu_count"], out["memory_gb"] = v[0], v[1], v[2]
             out["roles"] = list(v[3])
         elif key == "cache":
             out["artifacts_count"] = v[0]
             out["artifacts"] = list(v[1]) if v[2] is None else None  # None: compacted, ask holders_of
-        elif key == "geo":
-            out["lat"], out["lon"] = v
         elif key == "draining":
             out["draining"] = v
-        elif key == "lead":
-            out["lead_epoch"], out["lead_term"], out["stable"] = v
         elif key not in ("region", "summary"):
             out[key] = v
     return out
@@ -672,6 +712,7 @@ class StateCore:
         self._pending: dict[str, Any] = {}  # key -> plain value set by other cores, published at next flush
         self._force: dict[str, bool] = {}  # keys republished even if unchanged (after a self-heal)
         self._acked: dict[str, int] = {}  # region peer -> highest version of mine it acked
+        self._gap_asked: dict[str, int] = {}  # owner -> newest version a gap pull was sent for
         self._push_round = 0
         self._push_tries = 0
         self._ae_cursor = ["", ""]
@@ -693,6 +734,7 @@ class StateCore:
             "entries_published": 0,
             "pushes_sent": 0,
             "push_retries": 0,
+            "gap_pulls": 0,
             "acks_received": 0,
             "syns_sent": 0,
             "deltas_sent": 0,
@@ -816,10 +858,13 @@ class StateCore:
         t = type(msg)
         out: list = []
         if t is StateDelta:
-            tops = self._apply_deltas(now, msg.scope, decode_deltas(msg.deltas), out, sender)
+            deltas = decode_deltas(msg.deltas)
+            tops = self._apply_deltas(now, msg.scope, deltas, out, sender)
             if msg.ack:
                 for owner, top in tops:
                     out.append(Send(sender, self._msg(StateAck(owner, top))))
+            elif msg.scope == REGION:
+                self._pull_gap(sender, deltas, out)
             return out
         if t is StateAck:
             if msg.owner == self.me and msg.version > self._acked.get(sender, 0):
@@ -868,6 +913,8 @@ class StateCore:
                 self.stats["sampler_errors"] += 1
                 readings = {}
         cfg = self.cfg
+        held: list[tuple[str, dict[str, Any], float]] = []  # noisy groups changed but not due
+        noisy_due = False
         for group, names in GROUPS.items():
             last = self._published.get(group)
             if last is None:
@@ -880,13 +927,24 @@ class StateCore:
                     continue
                 if group in NOISY:
                     age = now - t_last
-                    if age < (cfg.health_min_interval_s if group == "health" else cfg.energy_min_interval_s):
+                    least = cfg.health_min_interval_s if group == "health" else cfg.energy_min_interval_s
+                    if age < least:
+                        if age >= least / 2:
+                            held.append((group, q, age))
                         continue
                     moved = any(abs(q[n] - pub[n]) >= FIELDS[n][3] for n in names)
                     if not moved and age < cfg.max_staleness_s:
+                        held.append((group, q, age))
                         continue
+                    noisy_due = True
             self._published[group] = (now, q)
             self._pending[group] = self._group_value(group, q)
+        if noisy_due:
+            # a changed noisy group rides along with one that is due: the push is sent
+            # anyway, and publishing both keeps their rhythms in phase (one push, not two)
+            for group, q, _age in held:
+                self._published[group] = (now, q)
+                self._pending[group] = self._group_value(group, q)
         return self._flush(now) if self._pending else []
 
     def _group_value(self, group: str, q: Mapping[str, Any]) -> Any:
@@ -909,6 +967,7 @@ class StateCore:
         self._pending = {}
         force, self._force = self._force, {}
         mine = self._mine
+        region_top = mine.maxv[REGION]  # a push extends this: versions of other scopes lie between
         fresh: list[tuple[str, _Entry]] = []
         for key, plain in pending.items():
             value = _pack(plain)
@@ -944,20 +1003,21 @@ class StateCore:
         out: list = [Persist(_VERSION_KEY, str(self.counter).encode())]
         regional = [(k, e) for k, e in fresh if SCOPE_OF.get(k, REGION) == REGION]
         if regional:
-            out.extend(self._push(now, regional))
+            out.extend(self._push(now, region_top))
         return out
 
-    def _push(self, now: float, fresh: list[tuple[str, _Entry]]) -> list:
-        """Eager push of new regional entries to every live region peer (acked, retried)."""
+    def _push(self, now: float, since: int) -> list:
+        """Eager push of my regional entries above ``since`` (the new ones) to every live
+        region peer (acked and retried, or gap-pulled by the receiver: ``push_acks``)."""
         peers = self.membership.region_peers()
         if not peers:
             return []
         cfg = self.cfg
         if len(peers) > cfg.push_fanout_max:
             peers = self.rng.sample(peers, cfg.push_fanout_max)
-        since = fresh[0][1].version - 1
-        # every entry above ``since`` is in this batch (the newest writes), split to fit messages
-        msgs = [self._msg(StateDelta(REGION, True, blob)) for blob in self._deltas_for(REGION, [(self.me, since)], limit=64)]
+        # every regional entry above ``since`` is in this batch (the newest writes), split to fit messages
+        acks = cfg.push_acks
+        msgs = [self._msg(StateDelta(REGION, acks, blob)) for blob in self._deltas_for(REGION, [(self.me, since)], limit=64)]
         acked = self._acked
         out: list = []
         for p in peers:
@@ -966,8 +1026,9 @@ class StateCore:
             for msg in msgs:
                 out.append(Send(p, msg))
         self.stats["pushes_sent"] += len(peers) * len(msgs)
-        self._push_tries = 0
-        out.append(self.timers.set("retry", now + cfg.push_retry_s))
+        if acks:
+            self._push_tries = 0
+            out.append(self.timers.set("retry", now + cfg.push_retry_s))
         return out
 
     def _retry_push(self, now: float) -> list:
@@ -984,6 +1045,24 @@ class StateCore:
         if lagging and self._push_tries < cfg.push_retries_max:
             out.append(self.timers.set("retry", now + cfg.push_retry_s))
         return out
+
+    def _pull_gap(self, sender: str, deltas: tuple, out: list) -> None:
+        """An unacked push from its owner that does not extend what we hold (we missed an
+        earlier one): ask the owner for the missing range at once, with a ``want``
+        (the second half of an exchange) rather than wait for anti-entropy."""
+        asked = self._gap_asked
+        for owner, _since, entries in deltas:
+            if owner != sender or not entries:
+                continue
+            o = self.owners.get(owner)
+            if o is None or o.dead_since is not None or not self.membership.is_alive(owner):
+                continue  # not taken (an owner we hold as dead): nothing to pull
+            held = o.maxv[REGION]
+            newest = max(e[1] for e in entries)
+            if held < newest and asked.get(owner, 0) < newest:  # once per gap: an answer never asks again
+                asked[owner] = newest
+                self.stats["gap_pulls"] += 1
+                out.append(Send(sender, self._msg(StateSynAck(REGION, _pack([(owner[PREFIX], held)]), b""))))
 
     def _push_all_to(self, peer: str) -> list:
         blobs = self._deltas_for(REGION, [(self.me, 0)], limit=self.cfg.delta_messages_max)
@@ -1129,6 +1208,9 @@ class StateCore:
         acked = self._acked
         for p in [p for p in acked if not self.membership.is_alive(p)]:
             del acked[p]
+        asked = self._gap_asked
+        for p in [p for p in asked if not self.membership.is_alive(p)]:
+            del asked[p]
         if drop:
             gone = set(drop)
             for region, lst in list(self._summaries.items()):

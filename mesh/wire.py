@@ -349,6 +349,7 @@ class Message:
         kinds = tuple(k for _, k in fields)
         plains = tuple(None if type(k) in (Int, Float, _Bool, Str, Bytes, _PeerId, Enum) else k.plain for k in kinds)
         cls._names = names  # type: ignore[attr-defined]
+        cls._wheres = tuple(f"{cls.__name__}.{n}" for n in names)  # type: ignore[attr-defined]
         cls._kinds = kinds  # type: ignore[attr-defined]
         cls._plains = plains  # type: ignore[attr-defined]
 
@@ -366,7 +367,10 @@ class Message:
         names = cls._names  # type: ignore[attr-defined]
         if len(values) != len(names):
             raise WireError(f"{where}: {cls.__name__} has {len(names)} fields, got {len(values)}")
-        args = [k.check(v, f"{where}.{n}") for n, k, v in zip(names, cls._kinds, values)]  # type: ignore[attr-defined]
+        if where == cls.__name__:  # a top-level message (the common case): field paths precomputed
+            args = [k.check(v, w) for w, k, v in zip(cls._wheres, cls._kinds, values)]  # type: ignore[attr-defined]
+        else:
+            args = [k.check(v, f"{where}.{n}") for n, k, v in zip(names, cls._kinds, values)]  # type: ignore[attr-defined]
         return cls(*args)
 
     def validate(self) -> None:

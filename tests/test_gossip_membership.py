@@ -329,6 +329,28 @@ def test_peers_join_through_seeds():
         assert core.n() == len(peers), f"{p[-6:]} knows {core.n()} of {len(peers)}"
 
 
+def test_a_joiner_asks_for_one_batch_of_pages_at_a_time():
+    many = ids(300, "join-batches")
+    seed = MembershipCore(many[0], rng=random.Random(1), region="r0", bootstrap=[Member(p, 0, ALIVE, "", "r0") for p in many])
+    seed.start(0.0)
+    joiner = MembershipCore(PEERS[0], rng=random.Random(2), region="r0", seeds=[many[0]])
+    joiner.start(0.0)
+    cursor, batches = 0, 0
+    while True:
+        pages = seed._join_pages(cursor)
+        batches += 1
+        assert [m for _, m, _ in pages[:-1]] == [False] * (len(pages) - 1)
+        asks = []
+        for c, m, r in pages:
+            asks += [e.msg for e in sends(joiner.on_message(1.0, many[0], SyncPage(True, c, m, r)), SyncReq)]
+        assert len(asks) <= 1, f"batch {batches}: {len(asks)} requests for the next batch (one is enough)"
+        if not asks:
+            break
+        assert asks[0].join and asks[0].cursor > cursor
+        cursor = asks[0].cursor
+    assert batches > 1 and joiner.n() >= len(many)
+
+
 def test_no_false_deaths_at_20_percent_loss():
     sim, peers, events = mesh(40, 11, loss=0.20)
     sim.run(60.0)

@@ -208,6 +208,41 @@ def test_noisy_readings_are_quantised_and_rate_limited():
     assert a.counter == v0 + 3 and a.view.get(PEERS[0])["battery_soc_fraction"] == 0.53
 
 
+def test_a_changed_noisy_group_rides_along_with_one_that_is_due():
+    readings = {"battery_soc_fraction": 0.5, "battery_kwh": 1000.0, "solar_kw": 300.0, "queue_length": 0}
+    a = state(0, sampler=lambda now: dict(readings), energy_min_interval_s=60.0, health_min_interval_s=60.0, max_staleness_s=600.0)
+    a.start(0.0)
+    v0 = a.counter
+    readings["queue_length"] = 2  # under the health threshold (4): held back
+    a._sample(40.0)
+    assert a.counter == v0
+    readings["solar_kw"] = 420.0  # energy moved but not due yet (60 s)
+    a._sample(50.0)
+    assert a.counter == v0
+    out = a._sample(61.0)  # energy is due; the held health change goes in the same push
+    assert a.counter == v0 + 2
+    got = a.view.get(PEERS[0])
+    assert got["solar_kw"] == 420.0 and got["queue_length"] == 2
+    pushes = deltas_sent(out)
+    assert len({id(p.msg) for p in pushes}) == 1 and {p.to for p in pushes} == set(PEERS[1:6])
+    (owner, since, entries), = decode_deltas(pushes[0].msg.deltas)
+    assert len(entries) == 2
+    readings["queue_length"] = 3
+    a._sample(80.0)  # health alone, neither due nor moved: still held
+    assert a.counter == v0 + 2
+
+
+def test_pushes_without_acks_set_no_retry_and_get_no_ack():
+    a, b = state(0, push_acks=False), state(1)
+    out = a.start(0.0)
+    pushes = deltas_sent(out)
+    assert pushes and not any(p.msg.ack for p in pushes)
+    assert not any(getattr(e, "timer", None) == "retry" for e in out)
+    b.start(0.0)
+    assert [e for e in b.on_message(0.05, PEERS[0], pushes[0].msg) if type(e) is Send] == []
+    assert b.view.get(PEERS[0])["region"] == "r0"
+
+
 def test_cache_is_compacted_into_a_bloom_filter_and_holders_of_reads_it():
     arts = [f"sha256:{i:064x}"[:71] for i in range(300)]
     a = state(0, sampler=lambda now: {"artifacts": arts})
@@ -311,3 +346,18 @@ def test_region_state_converges_under_loss_in_the_simulator():
             assert theirs["battery_soc_fraction"] == mine["battery_soc_fraction"], (p[-6:], q[-6:])
     s = gossip_of(sim.peers[peers[0]].node).state.statistics()
     assert s["updates_forged"] == 0 and s["updates_accepted"] > 0
+
+
+def test_view_fields_are_the_same_values_as_get():
+    a, b = state(0), state(1)
+    b.start(0.0)
+    a.set_local("lead", (3, 4, True))
+    for push in deltas_sent(a.start(0.0)):
+        b.on_message(0.05, PEERS[0], push.msg)
+    names = ("stable", "draining", "health_score", "battery_kwh", "lat", "lead_term", "no_such_field")
+    slim = b.view.fields(PEERS[0], names)  # before get() flattened it: read from the tuples
+    full = b.view.get(PEERS[0])
+    assert slim == {n: full[n] for n in names if n in full} | {"version": full["version"]}
+    assert slim["lead_term"] == 4 and slim["stable"] is True and "no_such_field" not in slim
+    assert b.view.fields(PEERS[0], names) == slim  # and from the flattened copy
+    assert b.view.fields(PEERS[7], names) is None
