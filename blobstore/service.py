@@ -67,7 +67,8 @@ swarm core (or opens a session to the pusher when it has a free slot and
 the pusher has chunks it lacks); a pusher is not polled. The core asks
 *origins last* (see :mod:`arcnet.blobstore.swarm`), and each fetcher gets
 an *origin share*: the chunks for which it ranks first by rendezvous hash
-among the fetchers it knows (directory, pushes), so the seed sends each
+among the fetchers it knows (directory, pushes; a fetcher that finished
+keeps its place, since it now serves its share), so the seed sends each
 chunk about once and the fetchers spread it. The core verifies every chunk
 against the manifest before anything is written; a holder that sends 3 bad
 chunks is banned for the rest of the fetch.
@@ -1093,8 +1094,11 @@ class BlobService:
                     fetchers_dir.update(p for p, c in cands.items() if c is False)
                     seen_fetching.update(fetchers_dir)
                 complete_peers.update(p for p, c in cands.items() if c is True)
+                # the fetchers sharing the origin's work: those fetching now, and those that finished
+                # (they brought their share into the swarm and serve it; dropping them would widen
+                # the stragglers' shares and send them back to the origin for chunks peers hold)
                 others = frozenset(p for p in fetchers_dir | {p for p, t in pushed_at.items() if now - t < 10.0}
-                                   if p not in complete_peers)
+                                   if p not in complete_peers) | (complete_peers & seen_fetching)
                 if others != share_of[0]:
                     share_of[0] = others
                     share = await trio.to_thread.run_sync(self._origin_share, aid, n, sorted(others))

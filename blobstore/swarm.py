@@ -27,7 +27,15 @@ BitTorrent", 2003), without tit-for-tat (peers of one mesh cooperate):
 * **Timeouts re-issue elsewhere.** A request unanswered after
   ``request_timeout_s`` goes back to the queue and avoids that holder while
   another holds the chunk; ``timeouts_drop`` consecutive timeouts drop the
-  holder.
+  holder. A holder that *keeps answering* (something from it arrived in the
+  last ``request_timeout_s``) is not timed out: its requests wait, up to
+  ``request_age_max_s`` each. A holder answers a session's requests in
+  order, so a late answer there means a queue -- at the holder, or, with a
+  busy fetcher, in the fetcher's own unread input -- not a dead holder; a
+  re-issued request there would only have the chunk sent twice (the first
+  copy, arriving after the timeout, is ignored as unsolicited), and with the
+  origin as holder the seed's upload grows (tests/test_blobstore_swarm.py,
+  busy fetchers).
 * **Origins last.** A holder that joined complete (``add_holder`` without a
   bitmap: the publisher, a seed; ``origin=`` overrides) is asked only for
   chunks no live partial holder has (and, when the driver set an *origin
@@ -108,7 +116,9 @@ class SwarmConfig:
     chunk asked for in endgame. ``origin_grace_s`` (3 s; 1 s let idle fetchers
     take 2.75× the artifact from the seed on a busy host): with nothing
     outstanding for this long, origins are asked for anything (see the
-    module docstring).
+    module docstring). ``request_age_max_s`` (30 s; never less than
+    ``request_timeout_s``): how long a request may wait on a holder that keeps answering
+    (module docstring, "Timeouts").
     """
 
     inflight_per_holder_max: int = 4
@@ -118,6 +128,7 @@ class SwarmConfig:
     timeouts_drop: int = 3
     endgame_duplicates_max: int = 2
     origin_grace_s: float = 3.0
+    request_age_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.bad_chunks_ban <= 3:
@@ -128,6 +139,8 @@ class SwarmConfig:
             raise ValueError("request_timeout_s > 0, timeouts_drop >= 1, endgame_duplicates_max >= 0")
         if self.origin_grace_s < 0:
             raise ValueError("origin_grace_s must be >= 0")
+        if self.request_age_max_s < 0:
+            raise ValueError("request_age_max_s must be >= 0")
 
 
 @dataclass
@@ -135,7 +148,8 @@ class _Holder:
     has: bytearray  # one byte per chunk: 1 if the holder has it
     order: int  # join order: iteration and tie-breaks, never hash order
     origin: bool = False  # joined complete (a seed, the publisher): asked last
-    inflight: dict[int, float] = field(default_factory=dict)  # index -> deadline
+    inflight: dict[int, float] = field(default_factory=dict)  # index -> when it was asked
+    heard: float | None = None  # when the last answer (data or missing) from it arrived
     avoid: set[int] = field(default_factory=set)  # chunks that timed out here
     bad: int = 0
     timeouts: int = 0
@@ -208,7 +222,7 @@ class SwarmFetch:
             (
                 "requests_sent", "chunks_committed", "bytes_committed", "bytes_received", "bad_chunks",
                 "duplicate_chunks", "unsolicited_chunks", "timeouts", "missing_replies", "cancels_sent",
-                "endgame_requests", "origin_requests", "origin_opens",
+                "endgame_requests", "origin_requests", "origin_opens", "timeouts_deferred",
             ),
             0,
         )  # fmt: skip
@@ -385,7 +399,7 @@ class SwarmFetch:
     def _request(self, now: float, peer: str, h: _Holder, i: int) -> list[Any]:
         ref = self._refs[i]
         at = now + self.config.request_timeout_s
-        h.inflight[i] = at
+        h.inflight[i] = now
         self._inflight += 1
         if i in self._requests:
             self._requests[i].append(peer)
@@ -567,6 +581,14 @@ class SwarmFetch:
         h = self._holders.get(peer)
         if h is None or i not in h.inflight:
             return []
+        cfg = self.config
+        if h.heard is not None:
+            # a holder that keeps answering: this request waits in a queue (its or ours), it is not lost
+            age_max = max(cfg.request_age_max_s, cfg.request_timeout_s)
+            later = min(h.heard + cfg.request_timeout_s, h.inflight[i] + age_max)
+            if later > now:
+                self._stats["timeouts_deferred"] += 1
+                return [self._timers.set(("req", i, peer), later)]
         self._stats["timeouts"] += 1
         h.timeouts += 1
         h.timeouts_in_row += 1
@@ -583,6 +605,7 @@ class SwarmFetch:
         if h is None or h.state != "live" or msg.index not in h.inflight:
             return []
         self._stats["missing_replies"] += 1
+        h.heard = now
         fx = self._forget_request(msg.index, sender)
         if msg.reason == "not_have":
             self._lose(h, msg.index)
@@ -600,6 +623,7 @@ class SwarmFetch:
             return []
         self._stats["bytes_received"] += len(msg.data)
         h.timeouts_in_row = 0
+        h.heard = now
         fx = self._forget_request(i, sender)
         ref = self._refs[i]
         ok = msg.chunk_id == ref.id

@@ -529,3 +529,128 @@ def test_fetchers_pushing_haves_take_each_chunk_from_the_origin_about_once(seed)
     assert served_no_share <= 3 * n  # origins last alone: the origin serves what nobody has yet
     served_no_push, _ = swarm(push=False, share=False)
     assert served_no_push == 6 * n  # nobody learns what the others hold: everything from the origin
+
+
+# -- busy fetchers: answers queue up in the fetcher's own input ------------------------------
+
+
+def busy_swarm(seed: int, process_s: float, n: int = 48, k: int = 6) -> tuple[dict[str, int], list[SwarmFetch]]:
+    """``k`` fetchers and one origin, as in the test above (pushed haves every 3 commits, origin
+    shares), but each fetcher takes ``process_s`` of its one CPU per chunk received (hash, write):
+    answers wait in its input queue, so a request's answer can come after ``request_timeout_s``
+    although every holder serves at once. Returns the chunks each holder served."""
+    import hashlib
+
+    origin, fetchers = peer(100), [peer(j) for j in range(1, k + 1)]
+    m, chunks = make_artifact(n, seed=seed)
+    aid = manifest_id(m)
+    cores = {f: SwarmFetch(m, rng=random.Random(seed * 100 + j)) for j, f in enumerate(fetchers)}
+    have: dict[str, set[int]] = {f: set() for f in fetchers}
+    fresh = dict.fromkeys(fetchers, 0)
+    timers: dict[str, dict] = {f: {} for f in fetchers}
+    busy = dict.fromkeys(fetchers, 0.0)  # each fetcher's CPU: busy until
+    served = dict.fromkeys(fetchers + [origin], 0)
+    events: list = []
+    seq = [0]
+
+    def at(t, *ev):
+        seq[0] += 1
+        heapq.heappush(events, (t, seq[0], ev))
+
+    def apply(now, f, effects):
+        for fx in effects:
+            if isinstance(fx, Send) and isinstance(fx.msg, ChunkRequest):
+                at(now, "req", fx.to, f, DEFAULT_CODEC.encode(fx.msg))
+            elif isinstance(fx, SetTimer):
+                timers[f][fx.timer] = fx.at
+                at(fx.at, "timer", f, fx.timer)
+            elif isinstance(fx, CancelTimer):
+                timers[f].pop(fx.timer, None)
+            elif isinstance(fx, CommitChunk):
+                have[f].add(fx.index)
+                fresh[f] += 1
+                if fresh[f] >= 3 or len(have[f]) == n:
+                    fresh[f] = 0
+                    msg = DEFAULT_CODEC.encode(ChunkHave(aid, n, bits_of(have[f], n)))
+                    for g in fetchers:
+                        if g != f:
+                            at(now + 0.01, "msg", g, f, msg)
+
+    def mine(f):
+        def rank(i, p):
+            return hashlib.blake2b(aid + i.to_bytes(4, "big") + p.encode(), digest_size=8).digest()
+        return bits_of([i for i in range(n) if max(fetchers, key=lambda p: rank(i, p)) == f], n)
+
+    for f in fetchers:
+        apply(0.0, f, cores[f].add_holder(0.0, origin))
+        apply(0.0, f, cores[f].set_origin_share(0.0, mine(f)))
+        apply(0.0, f, cores[f].start(0.0))
+    while events:
+        now, _, ev = heapq.heappop(events)
+        assert now < 10_000, repro(seed, "busy_fetchers")
+        if ev[0] == "req":
+            _, holder, f, data = ev
+            req = DEFAULT_CODEC.decode(data)
+            if holder == origin or req.index in have[holder]:
+                served[holder] += 1
+                reply = ChunkData(aid, req.index, req.chunk_id, CODEC_RAW, chunks[req.index])
+                cost = process_s
+            else:
+                reply = ChunkMissing(aid, req.index, "not_have")
+                cost = 0.0
+            arrive = now + (0.05 if holder == origin else 0.2)
+            busy[f] = max(arrive, busy[f]) + cost  # it waits its turn at the fetcher's CPU
+            at(busy[f], "msg", f, holder, DEFAULT_CODEC.encode(reply))
+        elif ev[0] == "msg":
+            apply(now, ev[1], cores[ev[1]].on_message(now, ev[2], DEFAULT_CODEC.decode(ev[3])))
+        elif timers[ev[1]].get(ev[2]) == now:
+            del timers[ev[1]][ev[2]]
+            apply(now, ev[1], cores[ev[1]].on_timer(now, ev[2]))
+    assert all(c.done for c in cores.values()), repro(seed, "busy_fetchers")
+    assert all(have[f] == set(range(n)) for f in fetchers)
+    return served, list(cores.values())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_busy_fetchers_do_not_time_out_answering_holders_and_take_each_chunk_from_the_origin_about_once(seed):
+    """With fetchers slow to take in what they asked for (0.5 s of CPU per chunk, up to 24
+    requests out: answers wait up to ~12 s in their input, past the 10 s request timeout), a
+    holder that keeps answering is not timed out: nothing is asked twice, no holder is dropped,
+    and the origin serves each chunk about once. (Timing those requests out had them asked again
+    -- of the origin, too -- while the first copy was already on its way: the seed sent chunks
+    several times and fetchers dropped holders that were only queued behind their own input.)"""
+    n = 48
+    served, cores = busy_swarm(seed, process_s=0.5, n=n)
+    stats = [c.statistics() for c in cores]
+    assert sum(s["timeouts"] for s in stats) == 0, (stats, repro(seed, "busy_fetchers"))
+    assert sum(s["holders_dropped"] for s in stats) == 0
+    assert sum(s["timeouts_deferred"] for s in stats) > 0  # the case did arise
+    assert served[peer(100)] <= 1.05 * n, (served[peer(100)], repro(seed, "busy_fetchers"))
+
+
+def test_a_holder_that_keeps_answering_is_not_timed_out_but_a_silent_one_still_is():
+    slow_q, silent = peer(1), peer(2)
+    cfg = SwarmConfig(inflight_per_holder_max=4, request_timeout_s=5.0, request_age_max_s=40.0)
+    _, chunks, fetch, net = setup(24, {slow_q: {"delay_s": 0.0}, silent: {"silent": True}}, config=cfg)
+    # the answering holder serves one chunk every 3 s, in order: its 4th answer comes 12 s after the ask
+    busy = [0.0]
+    receive = net.holder_receive
+
+    def serial(to, data):
+        if to == slow_q:
+            busy[0] = max(net.now, busy[0]) + 3.0
+            net.holders[to].delay_s = busy[0] - net.now
+        receive(to, data)
+
+    net.holder_receive = serial
+    net.apply(fetch.add_holder(0.0, slow_q))
+    net.apply(fetch.add_holder(0.0, silent))
+    net.apply(fetch.start(0.0))
+    net.run()
+    assert fetch.done and net.committed == dict(enumerate(chunks))
+    assert fetch.holder_state(silent) == "dropped" and fetch.holder_state(slow_q) == "live"
+    assert len(net.holders[slow_q].requests) == 24  # each chunk asked of it once
+    st = fetch.statistics()
+    assert st["timeouts_deferred"] > 0 and st["unsolicited_chunks"] == 0
+    with pytest.raises(ValueError):
+        SwarmConfig(request_age_max_s=-1.0)
