@@ -531,11 +531,15 @@ def swarm_figures(src: str, size: int, peers: int, workdir: str, durable: bool, 
 
                 # 1. the swarm: every fetcher at once, each told only of the seed (as a job's entry peer)
                 done_at: dict[int, float] = {}
+                swarm_stats: dict[str, float] = {}
                 t0 = time.perf_counter()
 
                 async def one(i: int) -> None:
-                    await _fetch_until_done(c, addr[i], aid, [P[seed_i].peer_id])
+                    r = await _fetch_until_done(c, addr[i], aid, [P[seed_i].peer_id])
                     done_at[i] = time.perf_counter() - t0
+                    for k, v in (r.get("swarm") or {}).items():
+                        if isinstance(v, (int, float)):
+                            swarm_stats[k] = swarm_stats.get(k, 0) + v
 
                 async with trio.open_nursery() as n:
                     for i in fetchers:
@@ -550,6 +554,10 @@ def swarm_figures(src: str, size: int, peers: int, workdir: str, durable: bool, 
                 out["chunks_verified"] = sum(delta[i]["blob.chunks_verified"] for i in fetchers)
                 out["chunks_expected"] = n_chunks * peers
                 out["download_overhead"] = sum(delta[i]["blob.bytes_in"] for i in fetchers) / (size * peers) - 1
+                # why the seed sent what it sent: the fetchers' swarm counters, summed (diagnostics)
+                out["swarm_counters"] = {k: swarm_stats.get(k, 0) for k in (
+                    "requests_sent", "origin_requests", "origin_opens", "timeouts", "timeouts_deferred",
+                    "endgame_requests", "duplicate_chunks", "unsolicited_chunks", "missing_replies")}
 
                 # 2. a holder corrupting 1% of the chunks it serves (64 KiB chunks: it serves hundreds)
                 csrc = os.path.join(root, "corrupt.bin")

@@ -507,7 +507,7 @@ class BlobService:
                 "fetches_failed", "requests_served", "requests_refused", "requests_bad", "tickets_issued",
                 "directory_registers", "directory_lookups", "replicate_sent", "replicate_received",
                 "replicate_refused", "forwards_sent", "puts", "holders_connected", "holder_connect_failures",
-                "haves_pushed", "haves_received",
+                "haves_pushed", "haves_received", "sessions_swapped",
             ),
             0,
         )  # fmt: skip
@@ -1080,6 +1080,12 @@ class BlobService:
             if isinstance(reply, ChunkHave) and reply.chunk_count == n:
                 inbox_send.send_nowait(("have", peer, reply.bitmap))
 
+        rediscover = [trio.Event()]
+
+        def new_fetcher(peer: str) -> None:
+            if peer not in share_of[0]:
+                rediscover[0].set()
+
         async def discover(nursery: trio.Nursery) -> None:
             rounds = 0
             while True:
@@ -1097,7 +1103,7 @@ class BlobService:
                 # the fetchers sharing the origin's work: those fetching now, and those that finished
                 # (they brought their share into the swarm and serve it; dropping them would widen
                 # the stragglers' shares and send them back to the origin for chunks peers hold)
-                others = frozenset(p for p in fetchers_dir | {p for p, t in pushed_at.items() if now - t < 10.0}
+                others = frozenset(p for p in fetchers_dir | set(partial) | {p for p, t in pushed_at.items() if now - t < 10.0}
                                    if p not in complete_peers) | (complete_peers & seen_fetching)
                 if others != share_of[0]:
                     share_of[0] = others
@@ -1115,10 +1121,20 @@ class BlobService:
                 for p in order[: max(0, free)]:
                     connecting.add(p)
                     nursery.start_soon(connect, p, cands[p])
+                if free <= 0:
+                    # a fetcher that finished (complete, seen fetching) serves everything we lack
+                    done_fetchers = [p for p in ranked if cands[p] is True and p in seen_fetching]
+                    if done_fetchers and await swap_out(now):
+                        connecting.add(done_fetchers[0])
+                        nursery.start_soon(connect, done_fetchers[0], True)
                 for p in list(partial):
                     if p in sessions and now - pushed_at.get(p, -math.inf) > 2 * cfg.discover_interval_s:
                         nursery.start_soon(refresh, p)  # a peer that pushes its bitmap is not polled
-                await trio.sleep(cfg.discover_interval_s)
+                # the next round in discover_interval_s, or at once when a fetcher we did not count
+                # shows up: until the origin share counts it, both ask the origin for the same chunks
+                with trio.move_on_after(cfg.discover_interval_s):
+                    await rediscover[0].wait()
+                rediscover[0] = trio.Event()
 
         pushing: set[str] = set()
 
@@ -1159,6 +1175,19 @@ class BlobService:
                     if p not in pushing:
                         pushing.add(p)
                         nursery.start_soon(push_one, p, bitmap)
+
+        async def swap_out(now: float) -> bool:
+            """Sessions are full: close one with a partial holder that has nothing we lack
+            (it will not have, until it fetches more), to make room for a peer that has.
+            Without this an idle fetcher, its sessions full of peers as far along as
+            itself, falls back to the origin while other peers hold what it needs."""
+            for p in list(sessions):
+                if p in partial and not core.is_origin(p) and not core.holder_useful(p):
+                    self._stats["sessions_swapped"] += 1
+                    await apply(core.remove_holder(now, p))  # its session closes on holder_dropped
+                    retry_at[p] = now + 2 * cfg.discover_interval_s
+                    return True
+            return False
 
         def lacks(bitmap: bytes) -> bool:
             """The bitmap has a chunk the core is still missing."""
@@ -1304,6 +1333,7 @@ class BlobService:
                                 if bitmap is not None:
                                     partial.add(peer)
                                     seen_fetching.add(peer)
+                                    new_fetcher(peer)
                                 cancels[peer] = trio.CancelScope()
                                 inner.start_soon(reader, peer, session, cancels[peer])
                                 # origins (asked last): complete holders never seen fetching it
@@ -1317,6 +1347,7 @@ class BlobService:
                                         continue
                                     pushed_at[peer] = now
                                     seen_fetching.add(peer)
+                                    new_fetcher(peer)
                                     while len(pushed_at) > HOLDERS_LIST_MAX:
                                         del pushed_at[min(pushed_at, key=pushed_at.__getitem__)]
                                 else:
@@ -1328,7 +1359,9 @@ class BlobService:
                                         partial.discard(peer)  # it has everything now: no more refreshes
                                     await apply(core.on_message(now, peer, ChunkHave(aid, n, bitmap)))
                                 elif (peer not in connecting and peer != self.me and core.holder_state(peer) != "banned"
-                                      and len(sessions) + len(connecting) < cfg.fetch_holders_max and lacks(bitmap)):
+                                      and lacks(bitmap)
+                                      and (len(sessions) + len(connecting) < cfg.fetch_holders_max
+                                           or await swap_out(now))):
                                     connecting.add(peer)  # a fetcher with chunks we lack: fetch from it too
                                     inner.start_soon(connect, peer, False)
                             elif kind == "share":

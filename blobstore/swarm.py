@@ -240,6 +240,15 @@ class SwarmFetch:
         h = self._holders.get(peer)
         return None if h is None else h.state
 
+    def holder_useful(self, peer: str) -> bool:
+        """A live holder that has a chunk this fetch still lacks (the driver swaps out
+        sessions that are not, for peers that are)."""
+        h = self._holders.get(peer)
+        if h is None or h.state != "live":
+            return False
+        # one byte (0/1) per chunk in both: a chunk it has and we lack is a set bit of has & ~have
+        return int.from_bytes(h.has, "big") & ~int.from_bytes(self._have, "big") != 0
+
     def holder_bad_chunks(self, peer: str) -> int:
         h = self._holders.get(peer)
         return 0 if h is None else h.bad

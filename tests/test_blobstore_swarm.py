@@ -654,3 +654,16 @@ def test_a_holder_that_keeps_answering_is_not_timed_out_but_a_silent_one_still_i
     assert st["timeouts_deferred"] > 0 and st["unsolicited_chunks"] == 0
     with pytest.raises(ValueError):
         SwarmConfig(request_age_max_s=-1.0)
+
+
+def test_holder_useful_says_whether_a_holder_has_a_chunk_we_lack():
+    n = 20
+    m, chunks, fetch, net = setup(n, {}, have=range(10))
+    a, b, c = peer(1), peer(2), peer(3)
+    fetch.add_holder(0.0, a, bits_of(range(5), n))  # only chunks we have
+    fetch.add_holder(0.0, b, bits_of([3, 15], n))  # one we lack
+    assert not fetch.holder_useful(a) and fetch.holder_useful(b) and not fetch.holder_useful(c)
+    fetch.on_message(0.1, a, ChunkHave(manifest_id(m), n, bits_of([19], n)))
+    assert fetch.holder_useful(a)
+    fetch.remove_holder(0.2, b)
+    assert not fetch.holder_useful(b)  # gone: not useful whatever it had
