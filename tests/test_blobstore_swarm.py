@@ -452,93 +452,26 @@ def test_origin_share_then_origins_open_when_nothing_else_is_left():
 def test_fetchers_pushing_haves_take_each_chunk_from_the_origin_about_once(seed):
     """Several fetchers at once, each pushing its bitmap every few commits to the others, with
     origin shares: the origin serves each chunk about once; without pushes, once per fetcher."""
-
-    def swarm(push: bool, share: bool) -> tuple[int, int]:
-        import hashlib
-
-        n, origin, fetchers = 48, peer(100), [peer(k) for k in range(1, 7)]
-        m, chunks = make_artifact(n, seed=seed)
-        aid = manifest_id(m)
-        cores = {f: SwarmFetch(m, rng=random.Random(seed * 100 + k)) for k, f in enumerate(fetchers)}
-        have: dict[str, set[int]] = {f: set() for f in fetchers}
-        fresh = dict.fromkeys(fetchers, 0)
-        timers: dict[str, dict] = {f: {} for f in fetchers}
-        served = dict.fromkeys(fetchers + [origin], 0)
-        events: list = []
-        seq = [0]
-
-        def at(t, *ev):
-            seq[0] += 1
-            heapq.heappush(events, (t, seq[0], ev))
-
-        def apply(now, f, effects):
-            for fx in effects:
-                if isinstance(fx, Send) and isinstance(fx.msg, ChunkRequest):
-                    at(now, "req", fx.to, f, DEFAULT_CODEC.encode(fx.msg))
-                elif isinstance(fx, SetTimer):
-                    timers[f][fx.timer] = fx.at
-                    at(fx.at, "timer", f, fx.timer)
-                elif isinstance(fx, CancelTimer):
-                    timers[f].pop(fx.timer, None)
-                elif isinstance(fx, CommitChunk):
-                    have[f].add(fx.index)
-                    fresh[f] += 1
-                    if push and (fresh[f] >= 3 or len(have[f]) == n):  # batched: every 3 commits
-                        fresh[f] = 0
-                        msg = DEFAULT_CODEC.encode(ChunkHave(aid, n, bits_of(have[f], n)))
-                        for g in fetchers:
-                            if g != f:
-                                at(now + 0.01, "have", g, f, msg)
-
-        def mine(f):
-            def rank(i, p):
-                return hashlib.blake2b(aid + i.to_bytes(4, "big") + p.encode(), digest_size=8).digest()
-            return bits_of([i for i in range(n) if max(fetchers, key=lambda p: rank(i, p)) == f], n)
-
-        for f in fetchers:
-            apply(0.0, f, cores[f].add_holder(0.0, origin))
-            if share:
-                apply(0.0, f, cores[f].set_origin_share(0.0, mine(f)))
-            apply(0.0, f, cores[f].start(0.0))
-        now = 0.0
-        while events:
-            now, _, ev = heapq.heappop(events)
-            if ev[0] == "req":
-                _, holder, f, data = ev
-                req = DEFAULT_CODEC.decode(data)
-                if holder == origin or req.index in have[holder]:
-                    served[holder] += 1
-                    reply = ChunkData(aid, req.index, req.chunk_id, CODEC_RAW, chunks[req.index])
-                else:
-                    reply = ChunkMissing(aid, req.index, "not_have")
-                at(now + (0.05 if holder == origin else 0.2), "data", f, holder, DEFAULT_CODEC.encode(reply))
-            elif ev[0] == "data":
-                apply(now, ev[1], cores[ev[1]].on_message(now, ev[2], DEFAULT_CODEC.decode(ev[3])))
-            elif ev[0] == "have":
-                apply(now, ev[1], cores[ev[1]].on_message(now, ev[2], DEFAULT_CODEC.decode(ev[3])))
-            elif timers[ev[1]].get(ev[2]) == now:
-                del timers[ev[1]][ev[2]]
-                apply(now, ev[1], cores[ev[1]].on_timer(now, ev[2]))
-        assert all(c.done for c in cores.values()), repro(seed, "about_once")
-        assert all(have[f] == set(range(n)) for f in fetchers)
-        return served[origin], n
-
-    served, n = swarm(push=True, share=True)
-    assert served <= 1.2 * n, (served, repro(seed, "about_once"))
-    served_no_share, _ = swarm(push=True, share=False)
-    assert served_no_share <= 3 * n  # origins last alone: the origin serves what nobody has yet
-    served_no_push, _ = swarm(push=False, share=False)
-    assert served_no_push == 6 * n  # nobody learns what the others hold: everything from the origin
+    n, origin = 48, peer(100)
+    served, _ = fetchers_swarm(seed, process_s=0.0, n=n, test="about_once")
+    assert served[origin] <= 1.2 * n, (served[origin], repro(seed, "about_once"))
+    served, _ = fetchers_swarm(seed, process_s=0.0, n=n, share=False, test="about_once")
+    assert served[origin] <= 3 * n  # origins last alone: the origin serves what nobody has yet
+    served, _ = fetchers_swarm(seed, process_s=0.0, n=n, push=False, share=False, test="about_once")
+    assert served[origin] == 6 * n  # nobody learns what the others hold: everything from the origin
 
 
 # -- busy fetchers: answers queue up in the fetcher's own input ------------------------------
 
 
-def busy_swarm(seed: int, process_s: float, n: int = 48, k: int = 6) -> tuple[dict[str, int], list[SwarmFetch]]:
-    """``k`` fetchers and one origin, as in the test above (pushed haves every 3 commits, origin
-    shares), but each fetcher takes ``process_s`` of its one CPU per chunk received (hash, write):
-    answers wait in its input queue, so a request's answer can come after ``request_timeout_s``
-    although every holder serves at once. Returns the chunks each holder served."""
+def fetchers_swarm(seed: int, process_s: float, n: int = 48, k: int = 6, *, push: bool = True,
+                   share: bool = True, test: str = "busy_fetchers") -> tuple[dict[str, int], list[SwarmFetch]]:
+    """``k`` fetchers and one origin (0.05 s away; the fetchers 0.2 s from each other), each
+    fetcher pushing its bitmap to the others every 3 commits (``push``) and holding an origin
+    share by rendezvous hash (``share``); each takes ``process_s`` of its one CPU per chunk
+    received (hash, write): answers wait in its input queue, so with a busy fetcher a request's
+    answer can come after ``request_timeout_s`` although every holder serves at once.
+    Returns the chunks each holder served, and the cores."""
     import hashlib
 
     origin, fetchers = peer(100), [peer(j) for j in range(1, k + 1)]
@@ -569,7 +502,7 @@ def busy_swarm(seed: int, process_s: float, n: int = 48, k: int = 6) -> tuple[di
             elif isinstance(fx, CommitChunk):
                 have[f].add(fx.index)
                 fresh[f] += 1
-                if fresh[f] >= 3 or len(have[f]) == n:
+                if push and (fresh[f] >= 3 or len(have[f]) == n):  # batched: every 3 commits
                     fresh[f] = 0
                     msg = DEFAULT_CODEC.encode(ChunkHave(aid, n, bits_of(have[f], n)))
                     for g in fetchers:
@@ -583,11 +516,12 @@ def busy_swarm(seed: int, process_s: float, n: int = 48, k: int = 6) -> tuple[di
 
     for f in fetchers:
         apply(0.0, f, cores[f].add_holder(0.0, origin))
-        apply(0.0, f, cores[f].set_origin_share(0.0, mine(f)))
+        if share:
+            apply(0.0, f, cores[f].set_origin_share(0.0, mine(f)))
         apply(0.0, f, cores[f].start(0.0))
     while events:
         now, _, ev = heapq.heappop(events)
-        assert now < 10_000, repro(seed, "busy_fetchers")
+        assert now < 10_000, repro(seed, test)
         if ev[0] == "req":
             _, holder, f, data = ev
             req = DEFAULT_CODEC.decode(data)
@@ -606,7 +540,7 @@ def busy_swarm(seed: int, process_s: float, n: int = 48, k: int = 6) -> tuple[di
         elif timers[ev[1]].get(ev[2]) == now:
             del timers[ev[1]][ev[2]]
             apply(now, ev[1], cores[ev[1]].on_timer(now, ev[2]))
-    assert all(c.done for c in cores.values()), repro(seed, "busy_fetchers")
+    assert all(c.done for c in cores.values()), repro(seed, test)
     assert all(have[f] == set(range(n)) for f in fetchers)
     return served, list(cores.values())
 
@@ -620,7 +554,7 @@ def test_busy_fetchers_do_not_time_out_answering_holders_and_take_each_chunk_fro
     -- of the origin, too -- while the first copy was already on its way: the seed sent chunks
     several times and fetchers dropped holders that were only queued behind their own input.)"""
     n = 48
-    served, cores = busy_swarm(seed, process_s=0.5, n=n)
+    served, cores = fetchers_swarm(seed, process_s=0.5, n=n)
     stats = [c.statistics() for c in cores]
     assert sum(s["timeouts"] for s in stats) == 0, (stats, repro(seed, "busy_fetchers"))
     assert sum(s["holders_dropped"] for s in stats) == 0
