@@ -1122,11 +1122,11 @@ class BlobService:
                     connecting.add(p)
                     nursery.start_soon(connect, p, cands[p])
                 if free <= 0:
-                    # a fetcher that finished (complete, seen fetching) serves everything we lack
+                    # a fetcher that finished (complete, seen fetching) serves everything we lack:
+                    # the event loop (the core's only driver) makes room for it if a session is idle
                     done_fetchers = [p for p in ranked if cands[p] is True and p in seen_fetching]
-                    if done_fetchers and await swap_out(now):
-                        connecting.add(done_fetchers[0])
-                        nursery.start_soon(connect, done_fetchers[0], True)
+                    if done_fetchers:
+                        inbox_send.send_nowait(("swap_for", done_fetchers[0]))
                 for p in list(partial):
                     if p in sessions and now - pushed_at.get(p, -math.inf) > 2 * cfg.discover_interval_s:
                         nursery.start_soon(refresh, p)  # a peer that pushes its bitmap is not polled
@@ -1366,6 +1366,11 @@ class BlobService:
                                     inner.start_soon(connect, peer, False)
                             elif kind == "share":
                                 await apply(core.set_origin_share(now, ev[1]))
+                            elif kind == "swap_for":
+                                peer = ev[1]
+                                if peer not in sessions and peer not in connecting and await swap_out(now):
+                                    connecting.add(peer)
+                                    inner.start_soon(connect, peer, True)
                             continue
                         now = trio.current_time()
                         for t, at in sorted(timers.items(), key=lambda kv: kv[1]):
