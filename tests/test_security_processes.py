@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import trio
 
-from arcnet.cli.client import CliError, Client, call_async
+from arcnet.cli.client import CliError, Client, Unreachable, call_async
 from arcnet.cli.localmesh import LocalMesh
 from arcnet.gossip.membership import ALIVE, Gossip, encode_updates
 from arcnet.gossip.state import REGION, StateDelta, signed_bytes
@@ -526,8 +526,17 @@ async def test_region_forbidden_by_the_project_policy_is_refused_at_submit(sec, 
 async def fetch(c: Client, addr: str, aid: str, **args) -> dict:
     """blob.fetch until the fetch ends (each call waits at most wait_s)."""
     r: dict = {}
+    cut = 0
     for _ in range(20):
-        r = await c.call(addr, "blob.fetch", {"id": aid, "wait_s": 20, **args}, timeout_s=30)
+        try:
+            r = await c.call(addr, "blob.fetch", {"id": aid, "wait_s": 20, **args}, timeout_s=30)
+        except Unreachable:
+            # the peer ends a certificate-less (client) connection hold_max_s after it was made,
+            # even with a call in flight; blob.fetch joins the running fetch, so ask again (once)
+            cut += 1
+            if cut > 1:
+                raise
+            continue
         if r["state"] in ("done", "failed"):
             return r
     raise AssertionError(f"fetch of {aid[:16]} did not end: {r}")
