@@ -438,9 +438,11 @@ class StateConfig:
 
     push_acks: bool = True
     """Ask the region peers an eager push goes to for an ack, and retransmit
-    to those that do not send one (``push_retry_s``). Off, a lost push waits
-    for anti-entropy (``ae_interval_s``); half the messages of a publish are
-    acks, so long, low-rate studies in the simulator turn this off."""
+    to those that do not send one (``push_retry_s``). Off, half the messages
+    of a publish go (the acks): a receiver that sees a gap in an owner's
+    versions pulls the missing range from it when the owner's next push
+    arrives, and anti-entropy (``ae_interval_s``) repairs the rest. Long,
+    low-rate studies in the simulator turn this off."""
 
     push_fanout_max: int = 128
     """Region peers an eager push goes to (all, in regions up to this size;
@@ -913,7 +915,7 @@ class StateCore:
                 self.stats["sampler_errors"] += 1
                 readings = {}
         cfg = self.cfg
-        held: list[tuple[str, dict[str, Any], float]] = []  # noisy groups changed but not due
+        held: list[tuple[str, dict[str, Any]]] = []  # noisy groups changed but not due
         noisy_due = False
         for group, names in GROUPS.items():
             last = self._published.get(group)
@@ -930,11 +932,11 @@ class StateCore:
                     least = cfg.health_min_interval_s if group == "health" else cfg.energy_min_interval_s
                     if age < least:
                         if age >= least / 2:
-                            held.append((group, q, age))
+                            held.append((group, q))
                         continue
                     moved = any(abs(q[n] - pub[n]) >= FIELDS[n][3] for n in names)
                     if not moved and age < cfg.max_staleness_s:
-                        held.append((group, q, age))
+                        held.append((group, q))
                         continue
                     noisy_due = True
             self._published[group] = (now, q)
@@ -942,7 +944,7 @@ class StateCore:
         if noisy_due:
             # a changed noisy group rides along with one that is due: the push is sent
             # anyway, and publishing both keeps their rhythms in phase (one push, not two)
-            for group, q, _age in held:
+            for group, q in held:
                 self._published[group] = (now, q)
                 self._pending[group] = self._group_value(group, q)
         return self._flush(now) if self._pending else []
